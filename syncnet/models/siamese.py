@@ -1,0 +1,158 @@
+"""The siamese SyncNet: visual tower + audio tower -> L2 distance -> sigmoid head."""
+
+import keras
+from keras import ops
+
+from .. import hyperparameters as hp
+from .layers import L2Distance, SyncHead
+from .towers import build_audio_tower, build_visual_tower
+
+PRESETS = {
+    # The paper's input (5 grayscale 112 px mouth crops, 13 x 20 MFCC), sized to train on a CPU.
+    "paper": dict(visual_input="mouth", width=0.5, embedding_dim=256, bn_epsilon=1e-3),
+    # syncnet_python's public model, layer for layer (PyTorch BatchNorm epsilon), for its weights.
+    "syncnet_v2": dict(visual_input="face", width=1.0, embedding_dim=1024, bn_epsilon=1e-5),
+    # A few thousand weights, for unit tests and smoke runs.
+    "tiny": dict(visual_input="mouth", width=0.0625, embedding_dim=16, bn_epsilon=1e-3),
+}
+
+
+@keras.saving.register_keras_serializable(package="syncnet")
+class SyncNet(keras.Model):
+    """Takes `{"frames": (batch, 5, H, W, C), "mfcc": (batch, 13, 20)}`, returns
+    `{"distance": (batch,), "probability": (batch,)}` - the embedding distance and P(in sync).
+
+    Frames are pixel values in [0, 255]: (5, 112, 112, 1) grayscale mouths for `visual_input="mouth"`,
+    (5, 224, 224, 3) RGB faces for `"face"`. See `frame_shape`.
+    """
+
+    def __init__(
+        self,
+        visual_input: str = "mouth",
+        width: float = 0.5,
+        embedding_dim: int = 256,
+        bn_epsilon: float = 1e-3,
+        preset: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.visual_input = visual_input
+        self.width = width
+        self.embedding_dim = embedding_dim
+        self.bn_epsilon = bn_epsilon
+        self.preset = preset
+        self.visual_tower = build_visual_tower(visual_input, width, embedding_dim, bn_epsilon)
+        self.audio_tower = build_audio_tower(width, embedding_dim, bn_epsilon)
+        self.l2_distance = L2Distance(name="l2_distance")
+        self.head = SyncHead(name="head")
+        self.head.build(())
+        self.built = True  # every sub-layer has its weights now; nothing depends on the call
+
+    @property
+    def frame_shape(self) -> tuple:
+        """Shape of one window of frames, without the batch axis."""
+        return tuple(self.visual_tower.input_shape[1:])
+
+    @property
+    def mfcc_shape(self) -> tuple:
+        return (hp.MFCC_NUM_CEPSTRA, hp.WINDOW_MFCC_STEPS)
+
+    def check_inputs(self, frames, mfcc):
+        """Raise a ValueError naming the expected shapes when the inputs cannot be paired."""
+        check_shape("frames", frames, (None, *self.frame_shape))
+        check_shape("mfcc", mfcc, (None, *self.mfcc_shape))
+
+    def embed_frames(self, frames, training=False):
+        """(batch, 5, H, W, C) pixel windows -> (batch, embedding_dim)."""
+        check_shape("frames", frames, (None, *self.frame_shape))
+        return self.visual_tower(frames, training=training)
+
+    def embed_audio(self, mfcc, training=False):
+        """(batch, 13, 20) MFCC windows -> (batch, embedding_dim)."""
+        check_shape("mfcc", mfcc, (None, *self.mfcc_shape))
+        return self.audio_tower(mfcc, training=training)
+
+    def call(self, inputs, training=None):
+        frames, mfcc = inputs["frames"], inputs["mfcc"]
+        distance = self.l2_distance(
+            [self.embed_frames(frames, training=training), self.embed_audio(mfcc, training=training)]
+        )
+        return {"distance": distance, "probability": self.head(distance)}
+
+    def get_config(self):
+        return {
+            "visual_input": self.visual_input,
+            "width": self.width,
+            "embedding_dim": self.embedding_dim,
+            "bn_epsilon": self.bn_epsilon,
+            "preset": self.preset,
+            "name": self.name,
+        }
+
+
+def check_shape(name: str, tensor, expected: tuple, wanted: str | None = None):
+    """Compare a tensor's static shape with `expected` (None = any) and say what was wanted.
+
+    `wanted` describes the shape in the message; by default `expected` with None read as "batch".
+    """
+    shape = tuple(getattr(tensor, "shape", ()))
+    if wanted is None:
+        wanted = "(" + ", ".join("batch" if d is None else str(d) for d in expected) + ")"
+    if len(shape) != len(expected) or any(
+        want is not None and have is not None and int(have) != want
+        for have, want in zip(shape, expected)
+    ):
+        raise ValueError(f"{name} must have shape {wanted}, got {tuple(shape)}")
+
+
+def build_model(preset: str = "paper") -> SyncNet:
+    """A new, untrained SyncNet of a preset: 'paper', 'syncnet_v2' or 'tiny'."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return SyncNet(**PRESETS[preset], preset=preset, name=f"syncnet_{preset}")
+
+
+def predict_windows(model: SyncNet, frames, mfcc):
+    """Distances and probabilities of paired windows in inference mode, as numpy arrays."""
+    out = model({"frames": frames, "mfcc": mfcc}, training=False)
+    return ops.convert_to_numpy(out["distance"]), ops.convert_to_numpy(out["probability"])
+
+
+DEFAULT_MODEL = "default"
+
+
+def default_model_path():
+    """The expert shipped inside the package (see syncnet/weights/MODEL_CARD.md)."""
+    from importlib.resources import files
+
+    return files("syncnet") / "weights" / "paper.keras"
+
+
+def load_model(name_or_path: str | None = None) -> SyncNet:
+    """Load a SyncNet: the shipped default expert (no argument or "default") or a `.keras` file.
+
+    Converted syncnet_python weights are such a file (`syncnet convert-weights`).
+    """
+    import os
+
+    if name_or_path in (None, DEFAULT_MODEL):
+        path = default_model_path()
+        if not path.is_file():
+            raise FileNotFoundError(
+                "the default model is not installed with this package; pass a .keras file "
+                "(syncnet train / syncnet convert-weights make one)"
+            )
+        path = str(path)
+    else:
+        path = os.fspath(name_or_path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"model file not found: {path}")
+        if not path.endswith(".keras"):
+            raise ValueError(f"expected a .keras model file, got {path}")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # a zip that is not a Keras model, a truncated file, ...
+        raise ValueError(f"cannot load {path} as a SyncNet model: {error}".splitlines()[0]) from None
+    if not isinstance(model, SyncNet):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a SyncNet model")
+    return model

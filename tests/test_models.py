@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from syncnet.models import PRESETS, ContrastiveLoss, L2Distance, SyncHead, build_model
+from syncnet.models.siamese import load_model
+
+
+def random_windows(model, batch=3, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = rng.uniform(0, 255, (batch, *model.frame_shape)).astype(np.float32)
+    mfcc = rng.normal(0, 10, (batch, *model.mfcc_shape)).astype(np.float32)
+    return frames, mfcc
+
+
+@pytest.mark.parametrize(
+    "preset, frame_shape, embedding",
+    [("paper", (5, 112, 112, 1), 256), ("syncnet_v2", (5, 224, 224, 3), 1024), ("tiny", (5, 112, 112, 1), 16)],
+)
+def test_presets_take_their_inputs_and_give_their_embeddings(preset, frame_shape, embedding):
+    model = build_model(preset)
+    assert model.frame_shape == frame_shape
+    frames, mfcc = random_windows(model, batch=2)
+    assert model.embed_frames(frames).shape == (2, embedding)
+    assert model.embed_audio(mfcc).shape == (2, embedding)
+    out = model({"frames": frames, "mfcc": mfcc})
+    assert out["distance"].shape == out["probability"].shape == (2,)
+
+
+def test_syncnet_v2_matches_syncnet_python_layer_for_layer():
+    model = build_model("syncnet_v2")
+    convs = [l for l in model.visual_tower.layers if isinstance(l, tf.keras.layers.Conv3D)]
+    assert [c.filters for c in convs] == [96, 256, 256, 256, 256, 512]
+    assert [tuple(c.kernel_size) for c in convs][:2] == [(5, 7, 7), (1, 5, 5)]
+    audio_convs = [l for l in model.audio_tower.layers if isinstance(l, tf.keras.layers.Conv2D)]
+    assert [c.filters for c in audio_convs] == [64, 192, 384, 256, 256, 512]
+    bns = [l for l in model.layers[0].layers if isinstance(l, tf.keras.layers.BatchNormalization)]
+    assert bns and all(bn.epsilon == 1e-5 for bn in bns)  # PyTorch's, not Keras' 1e-3
+    # SyncNetModel.py counted by hand: audio 5,669,056 + lip 7,971,200 (BatchNorm statistics included),
+    # plus the 2 weights of our head.
+    assert model.count_params() == 13_640_258
+
+
+def test_l2_distance_is_euclidean_and_differentiable_at_zero():
+    a = tf.constant([[0.0, 3.0], [1.0, 1.0]])
+    b = tf.constant([[4.0, 0.0], [1.0, 1.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(a)
+        distance = L2Distance()([a, b])
+    np.testing.assert_allclose(distance.numpy(), [5.0, 0.0], atol=1e-5)
+    assert np.all(np.isfinite(tape.gradient(distance, a).numpy()))
+
+
+def test_head_probability_falls_as_distance_grows_even_with_a_negative_raw_scale():
+    head = SyncHead()
+    head.build(())
+    head.raw_scale.assign(-5.0)  # the softplus keeps the effective scale positive
+    p = head(tf.constant([0.0, 1.0, 5.0, 20.0])).numpy()
+    assert np.all(np.diff(p) < 0)
+
+
+def test_contrastive_loss_pulls_positives_and_pushes_negatives_to_the_margin():
+    loss = ContrastiveLoss(margin=2.0)
+    def value(label, distance):
+        return float(loss(np.array([label], np.float32), np.array([distance], np.float32)))
+
+    assert value(1.0, 0.0) == 0.0
+    assert value(0.0, 3.0) == 0.0  # beyond the margin: nothing to push
+    assert value(1.0, 2.0) == pytest.approx(2.0)
+    assert value(0.0, 1.0) == pytest.approx(0.5)
+
+
+def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
+    model = build_model("tiny")
+    frames, mfcc = random_windows(model)
+    # Move BatchNorm statistics and the head off their initial values so the check means something.
+    model.head.bias.assign(0.7)
+    model({"frames": frames, "mfcc": mfcc}, training=True)
+    before = model({"frames": frames, "mfcc": mfcc})
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    loaded = load_model(path)
+    after = loaded({"frames": frames, "mfcc": mfcc})
+    assert loaded.preset == "tiny" and loaded.get_config() == model.get_config()
+    for key in ("distance", "probability"):
+        np.testing.assert_array_equal(before[key].numpy(), after[key].numpy())
+
+
+def test_bad_inputs_name_the_expected_shape(tmp_path):
+    model = build_model("tiny")
+    frames, mfcc = random_windows(model)
+    with pytest.raises(ValueError, match=r"frames must have shape \(batch, 5, 112, 112, 1\)"):
+        model.embed_frames(frames[:, :4])
+    with pytest.raises(ValueError, match=r"mfcc must have shape \(batch, 13, 20\)"):
+        model.embed_audio(mfcc[..., :19])
+    with pytest.raises(ValueError, match="unknown preset"):
+        build_model("vgg")
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        load_model(tmp_path / "missing.keras")
+    not_a_model = tmp_path / "junk.keras"
+    not_a_model.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="cannot load"):
+        load_model(not_a_model)
+
+
+def test_every_preset_is_listed():
+    assert set(PRESETS) == {"paper", "syncnet_v2", "tiny"}

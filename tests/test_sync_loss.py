@@ -1,0 +1,150 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from syncnet.models import build_model
+from syncnet.sync_loss import SyncLoss
+
+
+@pytest.fixture(scope="module")
+def expert():
+    model = build_model("tiny")
+    rng = np.random.default_rng(0)
+    # Non-trivial BatchNorm statistics: a training-mode forward pass moves them.
+    model(
+        {
+            "frames": rng.uniform(0, 255, (8, *model.frame_shape)).astype(np.float32),
+            "mfcc": rng.normal(0, 10, (8, 13, 20)).astype(np.float32),
+        },
+        training=True,
+    )
+    return model
+
+
+def toy_generator(size=48):
+    """Maps an MFCC window to 5 RGB mouth frames in [-1, 1] - a stand-in for Wav2Lip's generator."""
+    return keras.Sequential(
+        [
+            keras.Input((13, 20)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5 * 6 * 6 * 3),
+            keras.layers.Reshape((5 * 6, 6, 3)),
+            keras.layers.UpSampling2D(size // 6),
+            keras.layers.Reshape((5, size, size, 3)),
+            keras.layers.Activation("tanh"),
+        ]
+    )
+
+
+def mfcc_batch(batch=4, seed=1):
+    return np.random.default_rng(seed).normal(0, 10, (batch, 13, 20)).astype(np.float32)
+
+
+def test_gradients_reach_the_frames_and_a_generator_step_leaves_the_expert_bit_identical(expert):
+    loss_fn = SyncLoss(expert, value_range=(-1, 1))
+    generator = toy_generator()
+    optimizer = keras.optimizers.Adam(1e-2)
+    before = [w.numpy().copy() for w in expert.weights]
+    mfcc = mfcc_batch()
+    losses = []
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            frames = generator(mfcc)
+            tape.watch(frames)
+            loss = loss_fn(frames, mfcc)
+        frame_grad, *grads = tape.gradient(loss, [frames, *generator.trainable_variables])
+        optimizer.apply(grads, generator.trainable_variables)
+        losses.append(float(loss))
+    assert float(tf.reduce_max(tf.abs(frame_grad))) > 0
+    assert expert.trainable_weights == []
+    for old, new in zip(before, expert.weights):
+        np.testing.assert_array_equal(old, new.numpy())
+    assert losses[-1] < losses[0]  # the generator learns to please the (frozen) expert
+
+
+def test_the_loss_is_bce_against_in_sync(expert):
+    loss_fn = SyncLoss(expert, value_range=(0, 1))
+    frames = np.random.default_rng(2).uniform(0, 1, (4, 5, 112, 112, 1)).astype(np.float32)
+    mfcc = mfcc_batch()
+    p = expert({"frames": frames * 255.0, "mfcc": mfcc}, training=False)["probability"].numpy()
+    np.testing.assert_allclose(float(loss_fn(frames, mfcc)), np.mean(-np.log(p)), rtol=1e-5)
+
+
+def test_rgb_and_any_size_are_converted_in_graph(expert):
+    loss_fn = SyncLoss(expert, value_range=(0, 1))
+    rgb = np.random.default_rng(3).uniform(0, 1, (2, 5, 96, 96, 3)).astype(np.float32)
+    gray = (rgb * [0.299, 0.587, 0.114]).sum(-1, keepdims=True)
+    resized = tf.image.resize(gray.reshape(10, 96, 96, 1), (112, 112), method="bilinear")
+    direct = expert(
+        {"frames": tf.reshape(resized, (2, 5, 112, 112, 1)) * 255.0, "mfcc": mfcc_batch(2)}
+    )["probability"]
+    np.testing.assert_allclose(loss_fn.probability(rgb, mfcc_batch(2)), direct, rtol=1e-5)
+
+
+def test_works_in_tf_function_and_with_xla(expert):
+    loss_fn = SyncLoss(expert, value_range=(-1, 1))
+    frames = tf.random.uniform((2, 5, 64, 64, 3), -1, 1, seed=4)
+    mfcc = mfcc_batch(2)
+    eager = float(loss_fn(frames, mfcc))
+
+    def loss_and_grad(frames):
+        with tf.GradientTape() as tape:
+            tape.watch(frames)
+            loss = loss_fn(frames, mfcc)
+        return loss, tape.gradient(loss, frames)
+
+    for compiled in (tf.function(loss_and_grad), tf.function(loss_and_grad, jit_compile=True)):
+        loss, grad = compiled(frames)
+        assert float(loss) == pytest.approx(eager, rel=1e-4)
+        assert float(tf.reduce_max(tf.abs(grad))) > 0
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_mixed_precision_inputs(expert, dtype):
+    loss_fn = SyncLoss(expert, value_range=(-1, 1))
+    frames32 = tf.random.uniform((2, 5, 64, 64, 3), -1, 1, seed=5)
+    low = tf.cast(frames32, dtype)
+    low_mfcc = tf.cast(mfcc_batch(2), dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(low)
+        loss = loss_fn(low, low_mfcc)
+    assert loss.dtype == tf.float32 and np.isfinite(float(loss))
+    grad = tape.gradient(loss, low)
+    assert grad.dtype == low.dtype and float(tf.reduce_max(tf.abs(tf.cast(grad, tf.float32)))) > 0
+    reference = float(loss_fn(tf.cast(low, tf.float32), tf.cast(low_mfcc, tf.float32)))
+    assert float(loss) == pytest.approx(reference, rel=1e-5)
+
+
+def test_under_a_mixed_float16_global_policy(expert):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        generator = toy_generator()
+        loss_fn = SyncLoss(expert, value_range=(-1, 1))
+        with tf.GradientTape() as tape:
+            loss = loss_fn(generator(mfcc_batch()), mfcc_batch())
+        grads = tape.gradient(loss, generator.trainable_variables)
+        assert np.isfinite(float(loss)) and all(g is not None for g in grads)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_clear_errors_for_bad_inputs(expert):
+    loss_fn = SyncLoss(expert)
+    mfcc = mfcc_batch(2)
+    with pytest.raises(ValueError, match=r"mouth_frames must have shape \(batch, 5, H, W, C\)"):
+        loss_fn(np.zeros((2, 64, 64, 3), np.float32), mfcc)  # no 5-frame axis
+    with pytest.raises(ValueError, match=r"mouth_frames must have shape \(batch, 5, H, W, C\)"):
+        loss_fn(np.zeros((2, 4, 64, 64, 3), np.float32), mfcc)
+    with pytest.raises(ValueError, match="1 \\(gray\\) or 3 \\(RGB\\) channels"):
+        loss_fn(np.zeros((2, 5, 64, 64, 2), np.float32), mfcc)
+    with pytest.raises(ValueError, match=r"mfcc must have shape \(batch, 13, 20\)"):
+        loss_fn(np.zeros((2, 5, 64, 64, 3), np.float32), mfcc[:, :, :10])
+    with pytest.raises(TypeError, match="float or integer"):
+        loss_fn(np.zeros((2, 5, 64, 64, 3), bool), mfcc)
+    nan_frames = np.zeros((2, 5, 64, 64, 3), np.float32)
+    nan_frames[0, 0, 0, 0, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="mouth_frames contains NaN"):
+        loss_fn(nan_frames, mfcc)
+    with pytest.raises(ValueError, match="value_range"):
+        SyncLoss(expert, value_range=(1, 0))
