@@ -1,0 +1,354 @@
+"""Training a SyncNet expert on preprocessed shards (see `syncnet preprocess`).
+
+    syncnet train DATA_DIR --out RUN_DIR [--preset paper] [--epochs 20] [--resume]
+
+The card's recipe: BCE on the head's P(in sync) over half in-order, half shuffled pairs (plus the
+paper's same-clip shifted negatives), Adam 1e-4, batch 8; the paper's contrastive loss on the
+distance as an option. Validation is speaker-disjoint and reports, per epoch, pair accuracy,
+ROC-AUC and offset accuracy: the fraction of validation windows whose argmin over +-15 frames lands
+within +-1 frame of the truth, for single windows and for 15-window averages.
+
+RUN_DIR holds `last.keras` and `best.keras` (written atomically every epoch), `backup/` (optimizer
+state and epoch, for `--resume`), `log.csv`, `tensorboard/` and `config.json`.
+
+Scale-out uses TensorFlow's own engine: MirroredStrategy over the visible GPUs, or
+MultiWorkerMirroredStrategy across machines when TF_CONFIG is set.
+"""
+
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import data
+from . import hyperparameters as hp
+from .models import ContrastiveLoss, SyncNet, build_model
+from .models.siamese import load_model
+
+FREEZE_CHOICES = ("none", "convs", "visual", "audio")
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str
+    out_dir: str
+    preset: str = "paper"
+    epochs: int = hp.EPOCHS
+    batch_size: int = hp.BATCH_SIZE
+    learning_rate: float = hp.LEARNING_RATE
+    loss: str = "bce"  # or "contrastive"
+    margin: float = hp.CONTRASTIVE_MARGIN
+    steps_per_epoch: int = 500
+    val_fraction: float = 0.2
+    val_steps: int = 100
+    hard_negative_fraction: float = 0.25
+    augment: bool = True
+    seed: int = hp.SEED
+    init_from: str | None = None
+    freeze: str = "none"
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    resume: bool = False
+    vshift: int = hp.VSHIFT
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def choose_strategy() -> tf.distribute.Strategy:
+    """Several workers (TF_CONFIG) -> MultiWorkerMirrored; several GPUs -> Mirrored; else default."""
+    if "TF_CONFIG" in os.environ:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def freeze_layers(model: SyncNet, freeze: str):
+    """`convs`: train only the fully-connected layers and the head (adapting the expert to a new
+    domain on little data); `visual` / `audio`: keep that whole tower fixed; `none`: train all."""
+    if freeze not in FREEZE_CHOICES:
+        raise ValueError(f"--freeze must be one of {', '.join(FREEZE_CHOICES)}, got {freeze!r}")
+    towers = {"visual": [model.visual_tower], "audio": [model.audio_tower]}
+    for tower in towers.get(freeze, []):
+        tower.trainable = False
+    if freeze == "convs":
+        for tower in (model.visual_tower, model.audio_tower):
+            for layer in tower.layers:
+                if "_fc" not in layer.name and layer.weights:
+                    layer.trainable = False
+
+
+def compile_model(model: SyncNet, config: TrainConfig):
+    if config.loss == "bce":
+        loss = {"probability": keras.losses.BinaryCrossentropy()}
+    elif config.loss == "contrastive":
+        loss = {"distance": ContrastiveLoss(config.margin)}
+    else:
+        raise ValueError(f"--loss must be 'bce' or 'contrastive', got {config.loss!r}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=loss,
+        metrics={
+            "probability": [
+                keras.metrics.BinaryAccuracy(name="accuracy"),
+                keras.metrics.AUC(name="auc"),
+            ]
+        },
+        jit_compile=config.jit_compile,
+    )
+
+
+def _labelled(dataset):
+    """Keras wants the label keyed by the output the loss reads; metrics always read the probability."""
+    def to_targets(inputs, label):
+        return inputs, {"probability": label, "distance": label}
+
+    return dataset.map(to_targets, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+# --- Offset accuracy -----------------------------------------------------------------------------
+
+
+def window_embeddings(model: SyncNet, crops: np.ndarray, mfcc: np.ndarray, batch: int = 64):
+    """Embeddings of every 5-frame window of a crop sequence and of its aligned 20-step MFCC window.
+
+    crops: (n, H, W[, C]) uint8; mfcc: (13, >= 4 n + 16). Returns two (n - 4, d) arrays.
+    """
+    if crops.ndim == 3:
+        crops = crops[..., None]
+    count = len(crops) - hp.WINDOW_FRAMES + 1
+    frames, audio = [], []
+    for start in range(0, count, batch):
+        idx = np.arange(start, min(start + batch, count))
+        windows = np.stack([crops[i : i + hp.WINDOW_FRAMES] for i in idx]).astype(np.float32)
+        steps = np.stack(
+            [mfcc[:, 4 * i : 4 * i + hp.WINDOW_MFCC_STEPS] for i in idx]
+        ).astype(np.float32)
+        frames.append(model.embed_frames(windows).numpy())
+        audio.append(model.embed_audio(steps).numpy())
+    return np.concatenate(frames), np.concatenate(audio)
+
+
+def offset_accuracy(model: SyncNet, segments, vshift: int = hp.VSHIFT, averages=(1, 15), tolerance=1):
+    """Fraction of windows whose best offset in -vshift..vshift is within `tolerance` of 0.
+
+    For each average length k, distance curves of k consecutive windows are averaged before the
+    argmin (the papers' "context" evaluation). Only windows whose whole search range lies inside
+    the segment count, so no padding biases the result.
+    """
+    hits = {k: 0 for k in averages}
+    totals = {k: 0 for k in averages}
+    for crops, mfcc in segments:
+        visual, audio = window_embeddings(model, crops, mfcc)
+        n = len(visual)
+        if n < 2 * vshift + 1:
+            continue
+        # curves[i, j]: distance of frame window i to audio window i + j - vshift.
+        centres = np.arange(vshift, n - vshift)
+        curves = np.stack(
+            [np.linalg.norm(visual[centres] - audio[centres + s], axis=1) for s in range(-vshift, vshift + 1)],
+            axis=1,
+        )
+        for k in averages:
+            if len(curves) < k:
+                continue
+            kernel = np.ones(k) / k
+            averaged = np.stack(
+                [np.convolve(curves[:, j], kernel, mode="valid") for j in range(curves.shape[1])], axis=1
+            )
+            best = np.argmin(averaged, axis=1) - vshift
+            hits[k] += int(np.sum(np.abs(best) <= tolerance))
+            totals[k] += len(best)
+    return {k: hits[k] / totals[k] if totals[k] else float("nan") for k in averages}
+
+
+# --- Callbacks -----------------------------------------------------------------------------------
+
+
+def save_atomically(model: keras.Model, path: str):
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def read_state(out_dir) -> dict:
+    """Epochs completed and the best validation metric so far (state.json), for --resume."""
+    path = os.path.join(out_dir, "state.json")
+    if not os.path.exists(path):
+        return {"epochs_done": 0, "best": -math.inf}
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_state(out_dir, state: dict):
+    tmp = os.path.join(out_dir, ".state.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+    os.replace(tmp, os.path.join(out_dir, "state.json"))
+
+
+class EpochEnd(keras.callbacks.Callback):
+    """Offset accuracy, atomic last/best checkpoints and a plain log line, once per epoch.
+
+    A non-finite loss stops the run before anything is written, so the last good checkpoint stays.
+    """
+
+    def __init__(self, config: TrainConfig, val_segments, chief: bool):
+        super().__init__()
+        self.config = config
+        self.val_segments = val_segments
+        self.chief = chief
+        self.best = read_state(config.out_dir)["best"] if config.resume else -math.inf
+        self.diverged = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and not math.isfinite(float(logs.get("loss", 0.0))):
+            self.diverged = True
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.diverged:
+            return
+        logs = logs if logs is not None else {}
+        if self.val_segments is not None:
+            accuracy = offset_accuracy(self.model, self.val_segments(), self.config.vshift)
+            logs["val_offset_acc_1"] = accuracy[1]
+            logs["val_offset_acc_15"] = accuracy[15]
+        metric = logs.get("val_probability_auc", logs.get("probability_auc", -math.inf))
+        if self.chief:
+            out = self.config.out_dir
+            save_atomically(self.model, os.path.join(out, "last.keras"))
+            if metric > self.best:
+                self.best = metric
+                save_atomically(self.model, os.path.join(out, "best.keras"))
+            write_state(out, {"epochs_done": epoch + 1, "best": self.best})
+        line = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()) if isinstance(v, (int, float)))
+        print(f"epoch {epoch + 1}/{self.config.epochs} {line}", file=sys.stderr, flush=True)
+
+
+# --- Entry point ---------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig) -> dict:
+    """Train as configured; returns the last epoch's logs. Raises TrainingDiverged on NaN/Inf."""
+    os.makedirs(config.out_dir, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    shards = data.list_shards(config.data_dir)
+    if not shards:
+        raise ValueError(f"no training shards in {config.data_dir} (run `syncnet preprocess` first)")
+    train_shards, val_shards = data.split_by_speaker(config.data_dir, config.val_fraction, config.seed)
+    with open(os.path.join(config.out_dir, "config.json"), "w") as f:
+        json.dump({**asdict(config), "train_shards": len(train_shards), "val_shards": len(val_shards)}, f, indent=1)
+
+    strategy = choose_strategy()
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    with strategy.scope():
+        model = load_model(config.init_from) if config.init_from else build_model(config.preset)
+        if config.init_from and model.preset != config.preset:
+            config.preset = model.preset  # fine-tuning keeps the initial model's inputs
+        freeze_layers(model, config.freeze)
+        compile_model(model, config)
+
+    train_ds = _labelled(
+        data.make_pair_dataset(
+            train_shards, config.preset, global_batch, seed=config.seed,
+            hard_negative_fraction=config.hard_negative_fraction, augment=config.augment,
+        )
+    )
+    if config.resume:
+        # The pair stream is deterministic under the seed: skip what finished epochs consumed, so a
+        # resumed run sees the same batches as an uninterrupted one.
+        train_ds = train_ds.skip(read_state(config.out_dir)["epochs_done"] * config.steps_per_epoch)
+    val_ds, val_segments = None, None
+    if val_shards:
+        val_ds = _labelled(
+            data.make_pair_dataset(
+                val_shards, config.preset, global_batch, seed=config.seed + 1,
+                hard_negative_fraction=config.hard_negative_fraction, augment=False,
+            )
+        ).take(config.val_steps).cache()
+
+        def val_segments():
+            return data.eval_segments(val_shards, config.preset)
+
+    chief = _is_chief()
+    epoch_end = EpochEnd(config, val_segments, chief)
+    callbacks = [
+        epoch_end,
+        keras.callbacks.BackupAndRestore(os.path.join(config.out_dir, "backup"), delete_checkpoint=False),
+        keras.callbacks.CSVLogger(os.path.join(config.out_dir, "log.csv"), append=config.resume),
+        keras.callbacks.TensorBoard(os.path.join(config.out_dir, "tensorboard"), write_graph=False),
+    ]
+    if not config.resume:
+        _clear_backup(config.out_dir)
+    history = model.fit(
+        train_ds,
+        epochs=config.epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        validation_data=val_ds,
+        callbacks=callbacks,
+        verbose=1 if sys.stderr.isatty() else 0,
+    )
+    if epoch_end.diverged:
+        raise TrainingDiverged(
+            f"loss became NaN/Inf; stopped. The last good checkpoint is {config.out_dir}/last.keras "
+            "(try a lower --learning-rate)"
+        )
+    return {k: v[-1] for k, v in history.history.items()}
+
+
+def _is_chief() -> bool:
+    if "TF_CONFIG" not in os.environ:
+        return True
+    task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
+    return task.get("type", "chief") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0)
+
+
+def _clear_backup(out_dir):
+    import shutil
+
+    shutil.rmtree(os.path.join(out_dir, "backup"), ignore_errors=True)
+
+
+def configure_parser(parser):
+    parser.add_argument("data_dir", help="folder of shards made by `syncnet preprocess`")
+    parser.add_argument("--out", required=True, dest="out_dir", help="run folder (checkpoints, logs)")
+    parser.add_argument("--preset", default="paper", choices=("paper", "syncnet_v2", "tiny"))
+    parser.add_argument("--epochs", type=int, default=hp.EPOCHS)
+    parser.add_argument("--steps-per-epoch", type=int, default=TrainConfig.steps_per_epoch)
+    parser.add_argument("--batch-size", type=int, default=hp.BATCH_SIZE, help="per replica")
+    parser.add_argument("--learning-rate", type=float, default=hp.LEARNING_RATE)
+    parser.add_argument("--loss", default="bce", choices=("bce", "contrastive"))
+    parser.add_argument("--margin", type=float, default=hp.CONTRASTIVE_MARGIN)
+    parser.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction)
+    parser.add_argument("--hard-negatives", type=float, default=TrainConfig.hard_negative_fraction,
+                        dest="hard_negative_fraction", help="fraction of negatives from the same clip, shifted")
+    parser.add_argument("--no-augment", action="store_false", dest="augment")
+    parser.add_argument("--seed", type=int, default=hp.SEED)
+    parser.add_argument("--init-from", help="start from this model (.keras or 'default')")
+    parser.add_argument("--freeze", default="none", choices=FREEZE_CHOICES)
+    parser.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU)")
+    parser.add_argument("--xla", action="store_true", dest="jit_compile", help="XLA-compile the train step")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+
+
+def run_command(args) -> int:
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
+    if config.resume and not os.path.isdir(os.path.join(config.out_dir, "backup")):
+        raise ValueError(f"nothing to resume in {config.out_dir}")
+    try:
+        logs = train(config)
+    except TrainingDiverged as error:
+        print(f"syncnet train: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: round(float(v), 4) for k, v in logs.items()}))
+    return 0
