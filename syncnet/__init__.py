@@ -7,7 +7,7 @@
 """
 
 from .models import SyncNet, build_model
-from .models.siamese import load_model
+from .models.siamese import load_model, save_model
 from . import audio
 from .sync_loss import SyncLoss
 

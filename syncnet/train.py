@@ -28,7 +28,7 @@ import tensorflow as tf
 from . import data
 from . import hyperparameters as hp
 from .models import ContrastiveLoss, SyncNet, build_model
-from .models.siamese import load_model
+from .models.siamese import load_model, save_model
 
 FREEZE_CHOICES = ("none", "convs", "visual", "audio")
 
@@ -172,12 +172,6 @@ def offset_accuracy(model: SyncNet, segments, vshift: int = hp.VSHIFT, averages=
 # --- Callbacks -----------------------------------------------------------------------------------
 
 
-def save_atomically(model: keras.Model, path: str):
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
 def read_state(out_dir) -> dict:
     """Epochs completed and the best validation metric so far (state.json), for --resume."""
     path = os.path.join(out_dir, "state.json")
@@ -224,10 +218,10 @@ class EpochEnd(keras.callbacks.Callback):
         metric = logs.get("val_probability_auc", logs.get("probability_auc", -math.inf))
         if self.chief:
             out = self.config.out_dir
-            save_atomically(self.model, os.path.join(out, "last.keras"))
+            save_model(self.model, os.path.join(out, "last.keras"))
             if metric > self.best:
                 self.best = metric
-                save_atomically(self.model, os.path.join(out, "best.keras"))
+                save_model(self.model, os.path.join(out, "best.keras"))
             write_state(out, {"epochs_done": epoch + 1, "best": self.best})
         line = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()) if isinstance(v, (int, float)))
         print(f"epoch {epoch + 1}/{self.config.epochs} {line}", file=sys.stderr, flush=True)

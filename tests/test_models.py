@@ -105,3 +105,20 @@ def test_bad_inputs_name_the_expected_shape(tmp_path):
 
 def test_every_preset_is_listed():
     assert set(PRESETS) == {"paper", "syncnet_v2", "tiny"}
+
+
+def test_float16_storage_halves_the_file_and_keeps_outputs_close(tmp_path):
+    from syncnet.models.siamese import save_model
+
+    model = build_model("paper")
+    frames, mfcc = random_windows(model)
+    save_model(model, tmp_path / "full.keras")
+    save_model(model, tmp_path / "half.keras", float16_weights=True)
+    full, half = (tmp_path / "full.keras").stat().st_size, (tmp_path / "half.keras").stat().st_size
+    assert half < 0.6 * full
+    loaded = load_model(tmp_path / "half.keras")
+    assert loaded.weights[0].dtype == "float32"
+    before = model.embed_frames(frames).numpy()
+    after = loaded.embed_frames(frames).numpy()
+    assert np.abs(after - before).max() <= 1e-2 * np.abs(before).max()
+    assert list(tmp_path.iterdir()) and not [p for p in tmp_path.iterdir() if p.name.startswith(".saving-")]

@@ -128,6 +128,63 @@ def default_model_path():
     return files("syncnet") / "weights" / "paper.keras"
 
 
+def save_model(model: SyncNet, path, *, float16_weights: bool = False):
+    """Write `model` to a `.keras` file atomically (a temp file beside it, then a rename).
+
+    `float16_weights` stores the weights as float16 (half the size; loading casts them back to
+    float32, a relative change of ~1e-3 in the distances) - how the shipped expert is stored.
+    """
+    import os
+    import tempfile
+
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"model files end in .keras, got {path}")
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=directory, prefix=".saving-")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        if float16_weights:
+            _store_weights_as_float16(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _store_weights_as_float16(keras_file: str):
+    """Rewrite the weights inside a .keras zip as float16 (a fresh HDF5 file: deleting
+    datasets in place would not shrink it)."""
+    import io
+    import zipfile
+
+    import h5py
+    import numpy as np
+
+    with zipfile.ZipFile(keras_file) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    compact = io.BytesIO()
+    with h5py.File(io.BytesIO(members["model.weights.h5"]), "r") as src, h5py.File(compact, "w") as dst:
+
+        def copy(group_in, group_out):
+            group_out.attrs.update(group_in.attrs)
+            for key, item in group_in.items():
+                if isinstance(item, h5py.Group):
+                    copy(item, group_out.create_group(key))
+                else:
+                    data = item[()]
+                    if data.dtype == np.float32:
+                        data = data.astype(np.float16)
+                    group_out.create_dataset(key, data=data).attrs.update(item.attrs)
+
+        copy(src, dst)
+    members["model.weights.h5"] = compact.getvalue()
+    with zipfile.ZipFile(keras_file, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+
+
 def load_model(name_or_path: str | None = None) -> SyncNet:
     """Load a SyncNet: the shipped default expert (no argument or "default") or a `.keras` file.
 
