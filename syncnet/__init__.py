@@ -6,19 +6,27 @@
     loss = syncnet.SyncLoss(model)(frames, mfcc)  # frozen expert as a generator loss
 """
 
-from .models import SyncNet, build_model
-from .models.siamese import load_model, save_model
-from . import audio
-from .sync_loss import SyncLoss
+import importlib
+
+# Public name -> the module that defines it. Imported on first use: TensorFlow takes seconds to
+# import, and the command line must set its log level before that happens (`syncnet --help`).
+_EXPORTS = {
+    "SyncNet": "syncnet.models.siamese",
+    "build_model": "syncnet.models.siamese",
+    "load_model": "syncnet.models.siamese",
+    "save_model": "syncnet.models.siamese",
+    "SyncLoss": "syncnet.sync_loss",
+    "score_video": "syncnet.scoring",
+    "ScoreResult": "syncnet.scoring",
+}
 
 
 def __getattr__(name):
-    # Scoring pulls in PyAV and dlib; import it only when asked for.
-    if name in ("score_video", "ScoreResult"):
-        from . import scoring
-
-        return getattr(scoring, name)
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name == "audio":
+        return importlib.import_module("syncnet.audio")
     raise AttributeError(f"module 'syncnet' has no attribute {name!r}")
 
 
-__all__ = ["SyncNet", "SyncLoss", "build_model", "load_model", "score_video", "ScoreResult"]
+__all__ = list(_EXPORTS)

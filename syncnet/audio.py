@@ -21,7 +21,7 @@ INT16_SCALE = 32768.0
 
 _FRAME_LENGTH = int(round(hp.MFCC_WINDOW_SECONDS * hp.AUDIO_SAMPLE_RATE))  # 400 samples
 _FRAME_STEP = int(round(hp.MFCC_STEP_SECONDS * hp.AUDIO_SAMPLE_RATE))  # 160 samples
-_EPS = np.finfo(np.float32).eps
+_EPS = np.float32(np.finfo(np.float64).eps)  # psf's floor for zero energy: log(2.2e-16), not float32's eps
 
 
 def _hz_to_mel(hz):

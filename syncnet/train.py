@@ -45,6 +45,7 @@ class TrainConfig:
     margin: float = hp.CONTRASTIVE_MARGIN
     steps_per_epoch: int = 500
     val_fraction: float = 0.2
+    val_speakers: list | None = None  # fixed validation speakers instead of a val_fraction draw
     val_steps: int = 100
     hard_negative_fraction: float = 0.25
     augment: bool = True
@@ -239,7 +240,9 @@ def train(config: TrainConfig) -> dict:
     shards = data.list_shards(config.data_dir)
     if not shards:
         raise ValueError(f"no training shards in {config.data_dir} (run `syncnet preprocess` first)")
-    train_shards, val_shards = data.split_by_speaker(config.data_dir, config.val_fraction, config.seed)
+    train_shards, val_shards = data.split_by_speaker(
+        config.data_dir, config.val_fraction, config.seed, config.val_speakers
+    )
     with open(os.path.join(config.out_dir, "config.json"), "w") as f:
         json.dump({**asdict(config), "train_shards": len(train_shards), "val_shards": len(val_shards)}, f, indent=1)
 
@@ -324,6 +327,9 @@ def configure_parser(parser):
     parser.add_argument("--loss", default="bce", choices=("bce", "contrastive"))
     parser.add_argument("--margin", type=float, default=hp.CONTRASTIVE_MARGIN)
     parser.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction)
+    parser.add_argument("--val-speakers", type=lambda text: [name for name in text.split(",") if name],
+                        help="comma-separated speaker ids to validate on (with everyone who shares a clip "
+                             "with them), instead of a --val-fraction drawn by --seed")
     parser.add_argument("--hard-negatives", type=float, default=TrainConfig.hard_negative_fraction,
                         dest="hard_negative_fraction", help="fraction of negatives from the same clip, shifted")
     parser.add_argument("--no-augment", action="store_false", dest="augment")

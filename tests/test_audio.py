@@ -50,7 +50,7 @@ def test_mfcc_is_batched_and_runs_in_tf_function_and_tf_data():
     graph = tf.function(audio.mfcc)(batch).numpy()
     np.testing.assert_allclose(graph, eager, atol=1e-5)
     mapped = next(iter(tf.data.Dataset.from_tensor_slices(batch).map(audio.mfcc).batch(3))).numpy()
-    np.testing.assert_allclose(mapped, eager, atol=1e-5)
+    np.testing.assert_allclose(mapped, eager, rtol=1e-5, atol=1e-5)  # batched kernels round differently
 
 
 def test_window_alignment_four_mfcc_steps_per_video_frame():

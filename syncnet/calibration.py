@@ -1,0 +1,377 @@
+"""The in-sync / tampered verdict, calibrated on your own real clips.
+
+    syncnet calibrate REAL_DIR... --model M [-o calibration.json] [--swaps 3] [--false-alarm RATE]
+
+The VidTIMIT audio-swap protocol: every real clip is scored with its own
+audio (label: in sync) and with the audio of `swaps` other clips put in its place (label: tampered, as
+a dubbed or voice-swapped video would be). Each clip's face crops and each audio go through the
+towers once; the pairs are scored from those embeddings exactly as `score_video(video,
+audio_path=other)` would score them (every face track, the most confident one reported).
+
+Four numbers of the scorer's best face track are candidates (`SCORES`): LSE-C at the best offset
+(`confidence`) and at offset 0 (`confidence_at_zero`: the median of the mean distances over the
+offsets minus the mean distance at 0), P(in sync) at the best offset and at 0. The one that separates
+the two labels best (highest ROC-AUC) is kept, with a threshold that maximises balanced accuracy (or,
+with `--false-alarm`, the strictest one that calls at most that fraction of real clips tampered), its
+equal error rate, and a logistic fit of P(tampered | score) with both labels weighted equally
+(among candidates with the same ROC-AUC, the one whose labels lie furthest apart, by d').
+Swapped audio is unrelated to the lips at every offset, yet the best offset is the minimum of 31
+noisy distances even then, so the numbers read at offset 0 tend to separate better: on the tiny test
+model and eight 2 s synthetic clips (all 56 swaps), ROC-AUC 0.81 for `confidence`, 0.975 for
+`sync_probability`, 0.987 for `confidence_at_zero` and 1.0 for `sync_probability_at_zero`.
+
+There is no default calibration: a threshold means something only for the model and footage it was
+fitted on. Without a calibration file the scorer keeps its placeholder rule (LSE-C above
+`scoring.IN_SYNC_MIN_CONFIDENCE`).
+"""
+
+import json
+import math
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import hyperparameters as hp
+
+# Numbers of a scoring.TrackScore, each higher for a pair that is in sync (see `score_value`).
+SCORES = ("confidence", "confidence_at_zero", "sync_probability", "sync_probability_at_zero")
+DEFAULT_SWAPS = 3
+FORMAT_VERSION = 1
+# L2 penalty on the logistic slope (in units of the score's standard deviation): keeps the fit
+# finite when the two labels do not overlap at all.
+LOGISTIC_RIDGE = 1.0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted verdict: `in_sync(score)` and `tampered_likelihood(score)` for scores named `score`."""
+
+    score: str  # which of SCORES the verdict reads
+    threshold: float  # in sync when score >= threshold
+    logistic_intercept: float  # P(tampered | s) = sigmoid(intercept + slope * s)
+    logistic_slope: float
+    auc: float  # ROC-AUC of `score` on the calibration pairs
+    eer: float  # equal error rate
+    balanced_accuracy: float  # at `threshold`
+    false_alarm_rate: float  # real clips called tampered at `threshold`
+    miss_rate: float  # swapped pairs called in sync at `threshold`
+    num_real: int
+    num_swapped: int
+    model: str = ""
+    auc_by_score: dict = field(default_factory=dict)  # every candidate's ROC-AUC
+
+    def score_of(self, track) -> float:
+        """This calibration's score of a scoring.TrackScore (a video's: its `ScoreResult.best`)."""
+        return score_value(track, self.score)
+
+    def in_sync(self, score: float) -> bool:
+        return bool(score >= self.threshold)
+
+    def tampered_likelihood(self, score: float) -> float:
+        """P(tampered | score) from the logistic fit, with in-sync and tampered equally likely a priori."""
+        return _sigmoid(self.logistic_intercept + self.logistic_slope * float(score))
+
+    def to_dict(self) -> dict:
+        return {"version": FORMAT_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Calibration":
+        if data.get("version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported calibration version {data.get('version')!r} (expected {FORMAT_VERSION})")
+        fields = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        missing = set(cls.__dataclass_fields__) - set(fields) - {"model", "auc_by_score"}
+        if missing:
+            raise ValueError(f"calibration is missing {', '.join(sorted(missing))}")
+        if fields["score"] not in SCORES:
+            raise ValueError(f"calibration score {fields['score']!r} is not one of {', '.join(SCORES)}")
+        for name in ("threshold", "logistic_intercept", "logistic_slope"):
+            if not isinstance(fields[name], (int, float)) or not math.isfinite(fields[name]):
+                raise ValueError(f"calibration {name} must be a finite number, got {fields[name]!r}")
+        return cls(**fields)
+
+
+def score_value(track, name: str) -> float:
+    """The score `name` (one of SCORES) of a scoring.TrackScore."""
+    if name == "confidence_at_zero":
+        return float(np.median(track.mean_distance) - track.mean_distance[track.vshift])  # index vshift: offset 0
+    return float(getattr(track, name))
+
+
+def load_calibration(path) -> Calibration:
+    """Read a file `syncnet calibrate` wrote."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such calibration file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a calibration file ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a calibration file (a JSON object expected)")
+    try:
+        return Calibration.from_dict(data)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def save_calibration(calibration: Calibration, path):
+    """Write the JSON to a temporary file beside `path` and rename it into place."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(calibration.to_dict(), file, indent=2)
+            file.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+# --- Fitting ------------------------------------------------------------------------------------
+
+
+def fit_calibration(in_sync: dict, tampered: dict, *, false_alarm: float | None = None, model: str = "") -> Calibration:
+    """Pick the score that separates best and fit its verdict.
+
+    in_sync, tampered: score name -> the scores of the in-sync (real) and tampered (swapped) pairs.
+    false_alarm: when given, the threshold is the highest one that calls at most this fraction of the
+    in-sync pairs tampered; otherwise the one with the best balanced accuracy.
+    """
+    auc_by_score = {name: roc_auc(in_sync[name], tampered[name]) for name in in_sync}
+    # ties (every candidate separates a small set perfectly): the one with the widest gap
+    score = max(auc_by_score, key=lambda name: (auc_by_score[name], separation(in_sync[name], tampered[name])))
+    positive = np.asarray(in_sync[score], np.float64)
+    negative = np.asarray(tampered[score], np.float64)
+    threshold = fit_threshold(positive, negative, false_alarm)
+    false_alarm_rate, miss_rate = error_rates(positive, negative, np.array([threshold]))
+    intercept, slope = fit_logistic(positive, negative)
+    return Calibration(
+        score=score,
+        threshold=threshold,
+        logistic_intercept=intercept,
+        logistic_slope=slope,
+        auc=auc_by_score[score],
+        eer=equal_error_rate(positive, negative),
+        balanced_accuracy=float(1.0 - (false_alarm_rate[0] + miss_rate[0]) / 2),
+        false_alarm_rate=float(false_alarm_rate[0]),
+        miss_rate=float(miss_rate[0]),
+        num_real=len(positive),
+        num_swapped=len(negative),
+        model=model,
+        auc_by_score=auc_by_score,
+    )
+
+
+def roc_auc(in_sync_scores, tampered_scores) -> float:
+    """P(an in-sync pair scores above a tampered one), ties counting half (Mann-Whitney U)."""
+    from scipy.stats import rankdata
+
+    positive, negative = np.asarray(in_sync_scores, np.float64), np.asarray(tampered_scores, np.float64)
+    ranks = rankdata(np.concatenate([positive, negative]))
+    u = ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2
+    return float(u / (len(positive) * len(negative)))
+
+
+def separation(in_sync_scores, tampered_scores) -> float:
+    """d': the gap between the two labels' mean scores in units of their pooled standard deviation."""
+    positive, negative = np.asarray(in_sync_scores, np.float64), np.asarray(tampered_scores, np.float64)
+    spread = np.sqrt((positive.var() + negative.var()) / 2)
+    return float((positive.mean() - negative.mean()) / max(spread, 1e-12))
+
+
+def error_rates(in_sync_scores, tampered_scores, thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """At each threshold (in sync = score >= threshold): the false-alarm rate (in-sync pairs called
+    tampered) and the miss rate (tampered pairs called in sync)."""
+    positive, negative = np.sort(in_sync_scores), np.sort(tampered_scores)
+    false_alarm = np.searchsorted(positive, thresholds, side="left") / len(positive)
+    miss = 1.0 - np.searchsorted(negative, thresholds, side="left") / len(negative)
+    return false_alarm, miss
+
+
+def candidate_thresholds(in_sync_scores, tampered_scores) -> np.ndarray:
+    """Midpoints between consecutive distinct scores, and one below / above them all: every
+    distinct verdict a threshold can give on these scores, each placed as far from the scores as it can."""
+    values = np.unique(np.concatenate([in_sync_scores, tampered_scores]))
+    gap = max(float(np.ptp(values)), 1.0)
+    return np.concatenate([[values[0] - gap], (values[:-1] + values[1:]) / 2, [values[-1] + gap]])
+
+
+def fit_threshold(in_sync_scores, tampered_scores, false_alarm: float | None = None) -> float:
+    thresholds = candidate_thresholds(in_sync_scores, tampered_scores)
+    false_alarm_rates, miss_rates = error_rates(in_sync_scores, tampered_scores, thresholds)
+    if false_alarm is not None:
+        allowed = np.flatnonzero(false_alarm_rates <= false_alarm)
+        return float(thresholds[allowed[-1]])  # the lowest threshold always qualifies
+    balanced_error = (false_alarm_rates + miss_rates) / 2
+    best = np.flatnonzero(balanced_error == balanced_error.min())
+    return float(thresholds[best[len(best) // 2]])  # the middle of a tie: furthest from both sides
+
+
+def equal_error_rate(in_sync_scores, tampered_scores) -> float:
+    """The error rate where false alarms and misses are equal, on the ROC curve drawn as straight
+    lines between the points the thresholds give."""
+    thresholds = candidate_thresholds(in_sync_scores, tampered_scores)
+    false_alarm_rates, miss_rates = error_rates(in_sync_scores, tampered_scores, thresholds)
+    # rises from -1 (every pair called in sync) to +1 (every pair called tampered)
+    difference = false_alarm_rates - miss_rates
+    after = int(np.argmax(difference >= 0))
+    before = after - 1
+    fraction = -difference[before] / (difference[after] - difference[before])
+    return float(false_alarm_rates[before] + fraction * (false_alarm_rates[after] - false_alarm_rates[before]))
+
+
+def fit_logistic(in_sync_scores, tampered_scores) -> tuple[float, float]:
+    """(intercept, slope) of P(tampered | s) = sigmoid(intercept + slope * s): Newton's method on the
+    class-balanced log-loss, with a small L2 penalty on the slope of the standardised score."""
+    scores = np.concatenate([in_sync_scores, tampered_scores])
+    labels = np.concatenate([np.zeros(len(in_sync_scores)), np.ones(len(tampered_scores))])
+    weights = np.where(labels == 1, 0.5 / len(tampered_scores), 0.5 / len(in_sync_scores))
+    mean, std = scores.mean(), max(scores.std(), 1e-12)
+    features = np.stack([np.ones_like(scores), (scores - mean) / std], axis=1)
+    ridge = np.diag([0.0, LOGISTIC_RIDGE / len(scores)])
+    coefficients = np.zeros(2)
+    for _ in range(100):
+        probability = 1 / (1 + np.exp(-features @ coefficients))
+        gradient = features.T @ (weights * (probability - labels)) + ridge @ coefficients
+        hessian = (features * (weights * probability * (1 - probability))[:, None]).T @ features + ridge
+        step = np.linalg.solve(hessian + 1e-12 * np.eye(2), gradient)
+        coefficients -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    intercept, slope = coefficients
+    return float(intercept - slope * mean / std), float(slope / std)
+
+
+# --- Scoring the pairs ---------------------------------------------------------------------------
+
+
+@dataclass
+class PairScores:
+    """The calibration pairs' scores: score name -> one value per pair, for each label."""
+
+    in_sync: dict  # each clip with its own audio
+    tampered: dict  # each clip with another clip's audio
+    skipped: list[str]  # "path: reason" for every clip that could not be used
+    model: str  # the model that scored them
+
+
+def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift: int = hp.VSHIFT,
+                       progress: bool = False) -> PairScores:
+    """Score every real clip (paths) with its own audio and with the audio of the `swaps` clips after
+    it (in order, wrapping around, so each audio is swapped in as often as each face is scored).
+    model: a SyncNet, a .keras path, or None for the default expert."""
+    from .scoring import ScoreResult, _resolve_model
+    from .speakers import embed_video
+
+    if swaps < 1:
+        raise ValueError(f"swaps must be at least 1, got {swaps}")
+    videos = [str(video) for video in videos]
+    if len(videos) < 2:
+        raise ValueError(f"need at least 2 real clips to swap audio between, got {len(videos)}")
+    model, model_name = _resolve_model(model)
+    clips, skipped = [], []
+    for video in _progress(videos, progress):
+        try:
+            clips.append(embed_video(video, model, vshift=vshift))
+        except (ValueError, OSError) as error:  # MediaError is a ValueError
+            skipped.append(f"{video}: {str(error).strip().splitlines()[0]}")
+    if len(clips) < 2:
+        raise ValueError(f"need at least 2 usable real clips, got {len(clips)} of {len(videos)}" + (f" ({skipped[0]})" if skipped else ""))
+
+    scores = PairScores({name: [] for name in SCORES}, {name: [] for name in SCORES}, skipped, model_name)
+    for index, clip in enumerate(clips):
+        for step in range(min(swaps, len(clips) - 1) + 1):
+            audio = clips[(index + step) % len(clips)].audio
+            best = ScoreResult(video=clip.media.path, model=model_name, tracks=_paired_track_scores(model, clip, audio)).best
+            if best is None:  # the other audio ends before any face appears
+                continue
+            for name in SCORES:
+                (scores.in_sync if step == 0 else scores.tampered)[name].append(score_value(best, name))
+    if not scores.tampered[SCORES[0]]:
+        raise ValueError("no swapped pair could be scored: every other clip's audio ends before the faces appear")
+    return scores
+
+
+def _paired_track_scores(model, clip, audio: np.ndarray) -> list:
+    """scoring.TrackScore of each of `clip`'s face tracks against `audio` embeddings placed at its
+    first frame, cut where the audio ends: what score_video(clip, audio_path=...) computes."""
+    from .scoring import IN_SYNC_MIN_CONFIDENCE, _track_score
+
+    scores = []
+    for plan in clip.plans.values():
+        windows = min(plan.windows, len(audio) - plan.start)
+        if windows < 1:
+            continue
+        paired = replace(plan, windows=windows, num_frames=windows + hp.WINDOW_FRAMES, vshift=min(plan.vshift, windows - 1))
+        frames = plan.frame_embeddings[:windows]
+        scores.append(_track_score(model, paired, frames, audio[plan.start : plan.start + windows], IN_SYNC_MIN_CONFIDENCE))
+    return scores
+
+
+def calibrate(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift: int = hp.VSHIFT,
+              false_alarm: float | None = None, progress: bool = False) -> tuple[Calibration, list[str]]:
+    """Fit the verdict on real clips (paths). Returns the calibration and the clips skipped, with why."""
+    if false_alarm is not None and not 0 <= false_alarm < 1:
+        raise ValueError(f"the false-alarm rate must be in [0, 1), got {false_alarm}")
+    scores = calibration_scores(videos, model, swaps=swaps, vshift=vshift, progress=progress)
+    return fit_calibration(scores.in_sync, scores.tampered, false_alarm=false_alarm, model=scores.model), scores.skipped
+
+
+def _progress(videos, enabled):
+    if not enabled:
+        return videos
+    from tqdm import tqdm
+
+    return tqdm(videos, desc="clips", unit="clip", leave=False, file=sys.stderr)
+
+
+# --- Command line ------------------------------------------------------------------------------
+
+
+def configure_parser(parser):
+    parser.add_argument("inputs", nargs="+", metavar="REAL_DIR", help="folders (or files) of real, in-sync clips")
+    parser.add_argument("--model", default=None, metavar="NAME_OR_PATH", help="the .keras SyncNet to calibrate (default: the shipped expert)")
+    parser.add_argument("-o", "--output", default="calibration.json", help="where to write the calibration (default %(default)s)")
+    parser.add_argument("--swaps", type=int, default=DEFAULT_SWAPS, help="other clips' audio swapped into each clip (default %(default)s)")
+    parser.add_argument("--false-alarm", type=float, default=None, metavar="RATE",
+                        help="pick the threshold that calls at most this fraction of real clips tampered "
+                             "(default: the best balanced accuracy)")
+    parser.add_argument("--vshift", type=int, default=hp.VSHIFT, help="search offsets -N..N frames (default %(default)s)")
+
+
+def run_command(args) -> int:
+    from .scoring import find_videos
+
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"{output.parent}: no such folder")
+    videos = [video for video in find_videos(args.inputs) if isinstance(video, str)]  # empty folders give none
+    calibration, skipped = calibrate(videos, args.model, swaps=args.swaps, vshift=args.vshift,
+                                     false_alarm=args.false_alarm, progress=sys.stderr.isatty())
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    save_calibration(calibration, output)
+    print(summary_text(calibration, output))
+    return 0
+
+
+def summary_text(calibration: Calibration, output) -> str:
+    others = ", ".join(f"{name} {auc:.3f}" for name, auc in calibration.auc_by_score.items())
+    return (
+        f"{output}: in sync when {calibration.score} >= {calibration.threshold:.4g} "
+        f"({calibration.num_real} real clips, {calibration.num_swapped} audio-swapped pairs)\n"
+        f"  ROC-AUC {calibration.auc:.3f}, EER {100 * calibration.eer:.1f}%, at the threshold: balanced accuracy "
+        f"{100 * calibration.balanced_accuracy:.1f}%, false alarms {100 * calibration.false_alarm_rate:.1f}%, "
+        f"misses {100 * calibration.miss_rate:.1f}%\n"
+        f"  ROC-AUC of each candidate score: {others}"
+    )
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))

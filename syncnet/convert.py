@@ -1,0 +1,217 @@
+"""Convert syncnet_python's published `syncnet_v2.model` (a PyTorch state dict) into our `syncnet_v2` preset.
+
+The `syncnet_v2` preset is syncnet_python's `SyncNetModel.py` layer for layer, so conversion is a
+fixed table: each PyTorch Conv / BatchNorm / Linear, named by its index in its `nn.Sequential`,
+goes to one Keras layer, with the weight layouts transposed:
+
+    Conv2d (out, in, kh, kw)      -> Conv2D (kh, kw, in, out)
+    Conv3d (out, in, kt, kh, kw)  -> Conv3D (kt, kh, kw, in, out)
+    Linear (out, in)              -> Dense (in, out)
+    BatchNorm weight, bias, running_mean, running_var -> gamma, beta, moving_mean, moving_variance
+
+One more change: syncnet_python reads its frames with OpenCV, i.e. in BGR order, while our frames
+are RGB, so the first lip convolution's input channels are reversed - the converted model given RGB
+frames computes exactly what syncnet_python computes on the same frames in BGR.
+
+The file is checked against the table before anything is written: a missing key, an unexpected key
+or a wrong shape is refused, naming the first one. Our sigmoid head has no counterpart in
+syncnet_python and stays at its initial values: distances, offset and confidence of the converted
+model are syncnet_python's, its sync probability means nothing until `syncnet calibrate`.
+
+PyTorch is needed only here: `pip install 'syncnet[convert]'`.
+"""
+
+import os
+import pickle
+import sys
+import time
+
+import keras
+import numpy as np
+
+from .models.siamese import SyncNet, build_model, save_model
+
+TORCH_MISSING = "converting needs PyTorch: pip install 'syncnet[convert]' (or: pip install torch==2.13.0)"
+
+# (syncnet_python module, our layer), in the order SyncNetModel.py defines them. The index is the
+# module's position in its nn.Sequential; the ReLUs and max-pools in between hold no weights.
+LAYER_MAP = (
+    ("netcnnaud.0", "audio_conv0"),
+    ("netcnnaud.1", "audio_bn0"),
+    ("netcnnaud.4", "audio_conv1"),
+    ("netcnnaud.5", "audio_bn1"),
+    ("netcnnaud.8", "audio_conv2"),
+    ("netcnnaud.9", "audio_bn2"),
+    ("netcnnaud.11", "audio_conv3"),
+    ("netcnnaud.12", "audio_bn3"),
+    ("netcnnaud.14", "audio_conv4"),
+    ("netcnnaud.15", "audio_bn4"),
+    ("netcnnaud.18", "audio_conv5"),
+    ("netcnnaud.19", "audio_bn5"),
+    ("netfcaud.0", "audio_fc0"),
+    ("netfcaud.1", "audio_fc_bn"),
+    ("netfcaud.3", "audio_fc1"),
+    ("netfclip.0", "visual_fc0"),
+    ("netfclip.1", "visual_fc_bn"),
+    ("netfclip.3", "visual_fc1"),
+    ("netcnnlip.0", "visual_conv0"),
+    ("netcnnlip.1", "visual_bn0"),
+    ("netcnnlip.4", "visual_conv1"),
+    ("netcnnlip.5", "visual_bn1"),
+    ("netcnnlip.8", "visual_conv2"),
+    ("netcnnlip.9", "visual_bn2"),
+    ("netcnnlip.11", "visual_conv3"),
+    ("netcnnlip.12", "visual_bn3"),
+    ("netcnnlip.14", "visual_conv4"),
+    ("netcnnlip.15", "visual_bn4"),
+    ("netcnnlip.18", "visual_conv5"),
+    ("netcnnlip.19", "visual_bn5"),
+)
+
+# The conv whose input is the frames: its input channels go from BGR to RGB.
+FIRST_LIP_CONV = "netcnnlip.0"
+
+# PyTorch >= 0.4.1 saves a step counter with every BatchNorm; it holds no weights, and files saved
+# before it existed lack it, so it is accepted but not required.
+BATCHNORM_COUNTER = "num_batches_tracked"
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(TORCH_MISSING) from None
+    return torch
+
+
+def load_syncnet_python_state(path, allow_pickle: bool = False) -> dict[str, np.ndarray]:
+    """The tensors of a PyTorch state dict file, as float32 numpy arrays, in the file's order.
+
+    Only tensors are unpickled unless `allow_pickle`, which also accepts a whole pickled module
+    (its `state_dict()` is taken) - unpickling runs code from the file, so only for files you trust.
+    """
+    torch = import_torch()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except Exception as error:  # not a PyTorch file: torch raises UnpicklingError, KeyError, EOFError, ...
+        if not allow_pickle and "Unsupported global" in str(error):  # a class reference: a pickled object
+            raise ValueError(
+                f"{path} holds more than tensors (a pickled module?); "
+                "pass --allow-pickle to load it if you trust the file"
+            ) from None
+        raise ValueError(f"cannot read {path} as a PyTorch file: {_describe(error)}") from None
+    if isinstance(loaded, torch.nn.Module):
+        loaded = loaded.state_dict()
+    if not isinstance(loaded, dict):  # OrderedDict is a dict
+        raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state dict")
+    state = {}
+    for key, value in loaded.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{path}: {key} is a {type(value).__name__}, not a tensor")
+        state[key] = value.detach().cpu().float().numpy()  # float32 whatever the file's precision
+    return state
+
+
+def _describe(error: BaseException) -> str:
+    """The error's type, and its first line where that says something (torch's unpickler pages don't)."""
+    text = str(error).strip()
+    if not text or isinstance(error, pickle.UnpicklingError):
+        return type(error).__name__
+    return f"{type(error).__name__}: {text.splitlines()[0]}"
+
+
+def keras_weights(state: dict[str, np.ndarray], model: SyncNet) -> dict[str, list[np.ndarray]]:
+    """Our layer name -> its weights in Keras layout, from a syncnet_python state dict.
+
+    Raises ValueError naming the first key that is missing, has the wrong shape, or is not ours.
+    """
+    layers = {layer.name: layer for tower in (model.audio_tower, model.visual_tower) for layer in tower.layers}
+    weights, used = {}, set()
+
+    def take(key: str, expected: tuple) -> np.ndarray:
+        if key not in state:
+            raise ValueError(f"missing key {key}")
+        if state[key].shape != expected:
+            raise ValueError(f"{key}: expected {expected}, got {state[key].shape}")
+        used.add(key)
+        return state[key]
+
+    for module, layer_name in LAYER_MAP:
+        layer = layers[layer_name]
+        keras_shapes = [tuple(w.shape) for w in layer.weights]
+        if not isinstance(layer, keras.layers.BatchNormalization):  # Conv2D, Conv3D or Dense
+            kernel_shape, bias_shape = keras_shapes
+            # Keras (k..., in, out) <- PyTorch (out, in, k...): reverse the last two, move them first.
+            torch_shape = (kernel_shape[-1], kernel_shape[-2], *kernel_shape[:-2])
+            kernel = take(f"{module}.weight", torch_shape)
+            if module == FIRST_LIP_CONV:
+                kernel = kernel[:, ::-1]  # BGR -> RGB input channels
+            kernel = np.transpose(kernel, (*range(2, kernel.ndim), 1, 0))
+            weights[layer_name] = [kernel, take(f"{module}.bias", bias_shape)]
+        else:  # BatchNorm: gamma, beta, moving mean, moving variance, each (channels,)
+            names = ("weight", "bias", "running_mean", "running_var")
+            weights[layer_name] = [take(f"{module}.{name}", shape) for name, shape in zip(names, keras_shapes)]
+            if f"{module}.{BATCHNORM_COUNTER}" in state:
+                take(f"{module}.{BATCHNORM_COUNTER}", ())
+
+    unexpected = [key for key in state if key not in used]
+    if unexpected:
+        raise ValueError(f"unexpected key {unexpected[0]}")
+    return weights
+
+
+def convert_weights(state_dict_path, out_path, allow_pickle: bool = False) -> SyncNet:
+    """Write syncnet_python's weights as a `syncnet_v2` `.keras` file; return the converted model.
+
+    The file appears whole or not at all (`save_model` writes beside it, then renames).
+    """
+    state_dict_path, out_path = os.fspath(state_dict_path), os.fspath(out_path)
+    if os.path.exists(out_path) and os.path.exists(state_dict_path) and os.path.samefile(state_dict_path, out_path):
+        raise ValueError(f"refusing to overwrite the input {state_dict_path} with the output")
+    if not out_path.endswith(".keras"):
+        raise ValueError(f"the output must be a .keras file, got {out_path}")
+    out_dir = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(out_dir):
+        raise FileNotFoundError(f"output folder not found: {out_dir}")
+
+    state = load_syncnet_python_state(state_dict_path, allow_pickle=allow_pickle)
+    model = build_model("syncnet_v2")
+    try:
+        weights = keras_weights(state, model)
+    except ValueError as error:
+        raise ValueError(f"{state_dict_path} is not syncnet_python's SyncNetModel: {error}") from None
+    for tower in (model.audio_tower, model.visual_tower):
+        for layer in tower.layers:
+            if layer.name in weights:
+                layer.set_weights(weights[layer.name])
+
+    save_model(model, out_path)
+    return model
+
+
+def configure_parser(parser):
+    parser.add_argument("weights", help="syncnet_python's syncnet_v2.model (a PyTorch state dict)")
+    parser.add_argument("output", help="the .keras file to write")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also accept a whole pickled PyTorch module (runs code from the file: trusted files only)",
+    )
+
+
+def run_command(args) -> int:
+    try:
+        import_torch()
+    except ImportError as error:
+        print(f"syncnet convert-weights: error: {error}", file=sys.stderr)
+        return 1
+    start = time.perf_counter()
+    model = convert_weights(args.weights, args.output, allow_pickle=args.allow_pickle)
+    print(
+        f"wrote {args.output}: syncnet_v2, {model.count_params():,} weights, "
+        f"in {time.perf_counter() - start:.1f} s (its sync probability is uncalibrated: see syncnet calibrate)"
+    )
+    return 0

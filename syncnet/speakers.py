@@ -1,0 +1,459 @@
+"""Active speaker detection: which face on screen speaks the audio, and when.
+
+    syncnet speakers VIDEO [--json] [--annotate OUT.mp4] [--model NAME_OR_PATH] [--smooth FRAMES]
+                           [--threshold T] [--offset N]
+
+SyncNet used the way syncnet_python's demo (and TalkNet's SyncNet baseline) use it: every face
+track is compared with the same audio, window by window, and the face whose lips match the sound
+speaks.
+
+1. Each track's 5-frame windows and the audio windows are embedded once (`embed_video`) and compared
+   at offsets -vshift..vshift (`scoring.score_windows`), as `syncnet score` does.
+2. Each window gets a relative confidence at ONE offset, the same for every track:
+   (median over offsets of the track's mean distance - the window's distance) / that median.
+   That is syncnet_python's per-frame confidence divided by the track's typical off-sync distance,
+   so one threshold fits models whose distances differ in scale (about 3 for a small model, 15 for
+   syncnet_v2). The offset is the most confident track's (highest LSE-C): a file has one
+   audio-video offset and the speaking face finds it, while a silent face's own "best" offset is
+   the minimum of 2 vshift + 1 noisy distances, which would bias its confidence upwards.
+   `--offset 0` trusts the file instead.
+3. A track's confidences (window i -> its middle frame) are averaged over `smooth` frames (default
+   25, one second; 10-100 is sensible): syllables come at 3-6 Hz, turns last seconds.
+4. In each frame the face with the highest smoothed confidence speaks if that is above `threshold`,
+   otherwise nobody does (a pause, a voice from off screen).
+
+`--annotate OUT.mp4` writes the video with each face's box green while it speaks and red while it
+does not (h264, and as audio the 16 kHz mono track the model heard, as syncnet_python's
+visualisation does).
+"""
+
+import functools
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import hyperparameters as hp
+
+DEFAULT_SMOOTH_FRAMES = 25
+# Relative confidence a face needs to be speaking. Measured on the tiny test model (tests/
+# trained_model.py), smoothed over 25 frames: a mouth moving with the audio stays at 0.5-0.76, a
+# still face wanders between -0.4 and 0.37 as the audio changes (above 0.3 in 4 % of the frames of
+# the worst of two clips with two still faces). Other models spread differently: look at
+# `--json --per-frame` and set --threshold.
+DEFAULT_THRESHOLD = 0.3
+NO_SPEAKER = -1
+ANNOTATE_SUFFIXES = (".mp4", ".mov", ".mkv")
+SPEAKING_RGB = (0, 210, 0)
+SILENT_RGB = (230, 0, 0)
+
+
+# --- Embedding ---------------------------------------------------------------------------------
+
+
+@dataclass
+class VideoEmbeddings:
+    """A video's face tracks with their window embeddings, and the embedding of every audio window."""
+
+    media: object  # video.Media
+    tracks: list  # faces.FaceTrack, those with at least one window with audio
+    plans: dict  # track id -> scoring._TrackPlan: start, windows, vshift, frame_embeddings (windows, d)
+    audio: np.ndarray  # (audio windows, d): the audio window starting at each 25 fps frame
+    warnings: list[str] = field(default_factory=list)
+
+    def track_audio(self, plan) -> np.ndarray:
+        """The audio embeddings paired with a track's windows at offset 0."""
+        return self.audio[plan.start : plan.start + plan.windows]
+
+
+def embed_video(path, model, *, audio_path=None, vshift: int = hp.VSHIFT, batch_size: int = 64,
+                progress: bool = False) -> VideoEmbeddings:
+    """Face tracks and embeddings of `path` (with the audio of `audio_path` if given), the way
+    `score_video` makes them: the same tracks, windows, crops and towers.
+
+    Raises ValueError (MediaError) when the video cannot be used: unreadable, silent, no face.
+    """
+    from .audio import mfcc
+    from .faces import crop_tracks, find_face_tracks
+    from .scoring import SAMPLES_PER_FRAME, _embed_audio_windows, _embed_frame_windows, _progress, _TrackPlan, compiled_towers
+    from .video import is_silent, load_media
+
+    media = load_media(path, audio_path)
+    if is_silent(media.audio):
+        raise ValueError(f"{path}: the audio is silent")
+    audio_frames = len(media.audio) // SAMPLES_PER_FRAME
+    if min(media.num_frames, audio_frames) < hp.WINDOW_FRAMES + 1:
+        raise ValueError(
+            f"{path}: too short: {min(media.num_frames, audio_frames)} frames of video with audio, "
+            f"need at least {hp.WINDOW_FRAMES + 1}"
+        )
+    tracking = find_face_tracks(_progress(media.frames(), media.num_frames, "faces", progress))
+    if not tracking.tracks:
+        raise ValueError(f"{path}: no face found")
+
+    warnings, plans = [], {}
+    for track in tracking.tracks:
+        # syncnet_python cuts each track's audio to the track: it scores min(track, audio) frames
+        num_frames = min(track.end - track.start, audio_frames - track.start)
+        windows = num_frames - hp.WINDOW_FRAMES
+        if windows < 1:
+            warnings.append(f"face track {track.track_id}: only {max(num_frames, 0)} frames with audio, not scored")
+            continue
+        track_vshift = min(vshift, windows - 1)
+        if track_vshift < vshift:
+            warnings.append(
+                f"face track {track.track_id}: {num_frames} frames is too short to search +-{vshift} frames; "
+                f"searched +-{track_vshift}"
+            )
+        plans[track.track_id] = _TrackPlan(track.track_id, track.start, num_frames, windows, track_vshift)
+    if not plans:
+        raise ValueError(f"{path}: no face track is longer than {hp.WINDOW_FRAMES} frames")
+    tracks = [track for track in tracking.tracks if track.track_id in plans]
+
+    towers = compiled_towers(model)
+    # every audio window, not only those under a face: calibration pairs them with other videos' faces
+    whole_audio = _TrackPlan(NO_SPEAKER, 0, audio_frames, audio_frames - hp.WINDOW_FRAMES, 0)
+    audio = _embed_audio_windows(towers, mfcc(media.audio).numpy(), [whole_audio], batch_size)
+    crops = crop_tracks(_progress(media.frames(), media.num_frames, "lips", progress), tracks, model.visual_input)
+    _embed_frame_windows(towers, crops, plans, batch_size)
+    for plan in plans.values():
+        plan.frame_embeddings = np.concatenate(plan.frame_embeddings)
+    return VideoEmbeddings(media, tracks, plans, audio, warnings)
+
+
+# --- Detection ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SpeakerTrack:
+    track_id: int
+    start_frame: int
+    end_frame: int  # one past the last frame
+    offset_frames: int  # the track's own best offset (syncnet score's), for reference
+    lse_c: float  # the track's LSE-C at that offset
+    speaking_frames: int
+    confidence: np.ndarray = field(repr=False)  # (frames,) smoothed relative confidence, NaN where unknown
+    boxes: np.ndarray = field(repr=False)  # (frames, 4) x0, y0, x1, y1 face box
+
+    @property
+    def speaking_fraction(self) -> float:
+        return self.speaking_frames / (self.end_frame - self.start_frame)
+
+    def to_dict(self, per_frame: bool = False) -> dict:
+        out = {
+            "track_id": self.track_id,
+            "start_frame": self.start_frame,
+            "end_frame": self.end_frame,
+            "start": self.start_frame / hp.VIDEO_FPS,
+            "end": self.end_frame / hp.VIDEO_FPS,
+            "speaking_frames": self.speaking_frames,
+            "speaking_seconds": self.speaking_frames / hp.VIDEO_FPS,
+            "speaking_fraction": round(self.speaking_fraction, 4),
+            "mean_confidence": _rounded(np.nanmean(self.confidence)) if np.isfinite(self.confidence).any() else None,
+            "offset_frames": self.offset_frames,
+            "lse_c": round(self.lse_c, 5),
+        }
+        if per_frame:
+            out["confidence"] = [_rounded(value) for value in self.confidence]
+        return out
+
+
+@dataclass
+class SpeakerSegment:
+    start_frame: int
+    end_frame: int  # one past the last frame
+    track_id: int | None  # None: nobody on screen speaks
+
+    def to_dict(self) -> dict:
+        return {
+            "start": self.start_frame / hp.VIDEO_FPS,
+            "end": self.end_frame / hp.VIDEO_FPS,
+            "start_frame": self.start_frame,
+            "end_frame": self.end_frame,
+            "track_id": self.track_id,
+        }
+
+
+@dataclass
+class SpeakerResult:
+    video: str
+    model: str
+    frames: int
+    offset_frames: int  # the offset every track's confidence was read at
+    offset_source: str  # "auto": the most confident track's; "fixed": given
+    smooth_frames: int
+    threshold: float
+    tracks: list[SpeakerTrack]
+    speaker: np.ndarray = field(repr=False)  # (frames,) the speaking track's id, NO_SPEAKER for nobody
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def segments(self) -> list[SpeakerSegment]:
+        """The timeline: runs of frames with the same speaker (or nobody)."""
+        changes = np.flatnonzero(np.diff(self.speaker)) + 1
+        bounds = np.concatenate([[0], changes, [len(self.speaker)]])
+        return [
+            SpeakerSegment(int(start), int(end), None if self.speaker[start] == NO_SPEAKER else int(self.speaker[start]))
+            for start, end in zip(bounds[:-1], bounds[1:])
+        ]
+
+    def to_dict(self, per_frame: bool = False) -> dict:
+        return {
+            "video": self.video,
+            "model": self.model,
+            "frames": self.frames,
+            "seconds": self.frames / hp.VIDEO_FPS,
+            "offset_frames": self.offset_frames,
+            "offset_source": self.offset_source,
+            "smooth_frames": self.smooth_frames,
+            "threshold": self.threshold,
+            "tracks": [track.to_dict(per_frame) for track in self.tracks],
+            "segments": [segment.to_dict() for segment in self.segments],
+            "warnings": list(self.warnings),
+        }
+
+
+def detect_speakers(
+    path,
+    model=None,
+    *,
+    smooth: int = DEFAULT_SMOOTH_FRAMES,
+    threshold: float = DEFAULT_THRESHOLD,
+    offset: int | None = None,
+    vshift: int = hp.VSHIFT,
+    progress: bool = False,
+) -> SpeakerResult:
+    """Who speaks when in `path`. model: a SyncNet, a .keras path, or None for the default expert.
+    offset: read every track's confidence at this audio-video offset (frames, syncnet_python's
+    sign) instead of the most confident track's. Raises ValueError for an unusable video."""
+    from .scoring import _resolve_model, score_windows, search_offset
+
+    if smooth < 1:
+        raise ValueError(f"smooth must be at least 1 frame, got {smooth}")
+    if vshift < 0:
+        raise ValueError(f"vshift must be >= 0, got {vshift}")
+    model, model_name = _resolve_model(model)
+    embedded = embed_video(path, model, vshift=vshift, progress=progress)
+    distances = {
+        track_id: score_windows(plan.frame_embeddings, embedded.track_audio(plan), plan.vshift)
+        for track_id, plan in embedded.plans.items()
+    }
+    searches = {track_id: search_offset(table) for track_id, table in distances.items()}
+    offset_source = "fixed" if offset is not None else "auto"
+    if offset is None:
+        offset = max(searches.values(), key=lambda search: search.confidence).offset
+
+    num_frames = embedded.media.num_frames
+    best_confidence = np.full(num_frames, -np.inf, np.float32)
+    speaker = np.full(num_frames, NO_SPEAKER, np.int32)
+    confidences = {}
+    for track in embedded.tracks:
+        track_vshift = embedded.plans[track.track_id].vshift
+        if abs(offset) > track_vshift:
+            embedded.warnings.append(
+                f"face track {track.track_id}: too short to read at offset {offset:+d}; read at "
+                f"{np.clip(offset, -track_vshift, track_vshift):+d}"
+            )
+        confidence = smoothed(window_confidence(distances[track.track_id], offset, track.end - track.start), smooth)
+        confidences[track.track_id] = confidence
+        frames = slice(track.start, track.end)
+        louder = confidence > best_confidence[frames]  # NaN compares False: frames without windows never win
+        best_confidence[frames] = np.where(louder, confidence, best_confidence[frames])
+        speaker[frames] = np.where(louder, track.track_id, speaker[frames])
+    speaker[best_confidence <= threshold] = NO_SPEAKER
+
+    tracks = [
+        SpeakerTrack(
+            track_id=track.track_id,
+            start_frame=track.start,
+            end_frame=track.end,
+            offset_frames=searches[track.track_id].offset,
+            lse_c=searches[track.track_id].confidence,
+            speaking_frames=int(np.count_nonzero(speaker[track.start : track.end] == track.track_id)),
+            confidence=confidences[track.track_id],
+            boxes=track.face_boxes().astype(np.float32),
+        )
+        for track in embedded.tracks
+    ]
+    return SpeakerResult(
+        video=str(path),
+        model=model_name,
+        frames=num_frames,
+        offset_frames=int(offset),
+        offset_source=offset_source,
+        smooth_frames=smooth,
+        threshold=threshold,
+        tracks=tracks,
+        speaker=speaker,
+        warnings=embedded.warnings,
+    )
+
+
+def window_confidence(distances: np.ndarray, offset: int, num_frames: int) -> np.ndarray:
+    """(num_frames,) relative confidence of a track's frames at `offset` (clipped to the distances'
+    range), from its (windows, 2 vshift + 1) distances: window i lands on its middle frame i + 2;
+    frames without a window are NaN."""
+    vshift = (distances.shape[1] - 1) // 2
+    typical = float(np.median(distances.mean(axis=0)))  # the track's distance when out of sync
+    column = vshift - int(np.clip(offset, -vshift, vshift))
+    confidence = np.full(num_frames, np.nan, np.float32)
+    middle = hp.WINDOW_FRAMES // 2
+    confidence[middle : middle + len(distances)] = (typical - distances[:, column]) / max(typical, 1e-12)
+    return confidence
+
+
+def smoothed(values: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving mean over `width` frames (frames f - width // 2 ..) that skips NaN; NaN where
+    a window holds no value. Any length, also shorter than `width`."""
+    valid = np.isfinite(values)
+
+    def window_sums(series):
+        padded = np.concatenate([np.zeros(width // 2), series, np.zeros(width - 1 - width // 2)])
+        running = np.concatenate([[0.0], np.cumsum(padded)])
+        return running[width:] - running[:-width]
+
+    sums, counts = window_sums(np.where(valid, values, 0.0)), window_sums(valid.astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0.5, sums / counts, np.nan).astype(np.float32)
+
+
+def _rounded(value) -> float | None:
+    return None if not np.isfinite(value) else round(float(value), 4)
+
+
+# --- Annotated video ---------------------------------------------------------------------------
+
+
+def check_annotate_output(video, output):
+    """Refuse to write over the input (by any path to it), into a folder that is not there, or into
+    a container without h264 + AAC."""
+    video, output = Path(video), Path(output)
+    if output.suffix.lower() not in ANNOTATE_SUFFIXES:
+        raise ValueError(f"{output}: the annotated video is h264 + AAC; name it {' / '.join(ANNOTATE_SUFFIXES)}")
+    if output.resolve() == video.resolve() or (output.exists() and video.exists() and os.path.samefile(output, video)):
+        raise ValueError(f"{output}: is the input video; write the annotated copy to another file")
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"{output.parent}: no such folder")
+
+
+def write_annotated(result: SpeakerResult, output):
+    """Write `result.video` with every face box drawn, green while that face speaks and red while it
+    does not, to `output` (a temporary file beside it, then renamed)."""
+    from .video import load_media
+
+    check_annotate_output(result.video, output)
+    media = load_media(result.video)
+    output = Path(output)
+    handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}.", suffix=output.suffix)
+    os.close(handle)
+    try:
+        _encode_annotated(result, media, temporary)
+        os.replace(temporary, output)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _encode_annotated(result: SpeakerResult, media, path: str):
+    from fractions import Fraction
+
+    import av
+
+    # yuv420p needs even sizes: drop a last odd row / column
+    width, height = media.width // 2 * 2, media.height // 2 * 2
+    with av.open(path, mode="w") as container:
+        video = container.add_stream("libx264", rate=hp.VIDEO_FPS, options={"preset": "veryfast", "crf": "20"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        audio = container.add_stream("aac", rate=hp.AUDIO_SAMPLE_RATE, layout="mono")
+        audio.time_base = Fraction(1, hp.AUDIO_SAMPLE_RATE)
+
+        samples = media.audio[: round(result.frames * hp.AUDIO_SAMPLE_RATE / hp.VIDEO_FPS)]
+        chunk = 1024  # AAC's frame size
+        for begin in range(0, len(samples), chunk):
+            frame = av.AudioFrame.from_ndarray(samples[None, begin : begin + chunk], format="flt", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = hp.AUDIO_SAMPLE_RATE, begin, audio.time_base
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+
+        for index, rgb in enumerate(media.frames()):
+            frame = av.VideoFrame.from_ndarray(_draw_boxes(rgb[:height, :width], result, index), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, hp.VIDEO_FPS)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+
+
+def _draw_boxes(rgb: np.ndarray, result: SpeakerResult, index: int) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(image)
+    for track in result.tracks:
+        if not track.start_frame <= index < track.end_frame:
+            continue
+        x0, y0, x1, y1 = (float(value) for value in track.boxes[index - track.start_frame])
+        colour = SPEAKING_RGB if result.speaker[index] == track.track_id else SILENT_RGB
+        line = max(2, round((x1 - x0) / 40))
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
+        confidence = track.confidence[index - track.start_frame]
+        label = f"{track.track_id}" + (f" {confidence:+.2f}" if np.isfinite(confidence) else "")
+        draw.text((x0 + line, y0 + line), label, fill=colour, font=_font(max(10, round((x1 - x0) / 10))))
+    return np.asarray(image)
+
+
+@functools.cache
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+# --- Command line ------------------------------------------------------------------------------
+
+
+def configure_parser(parser):
+    parser.add_argument("video", metavar="VIDEO", help="a video with one or more faces and its audio")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--per-frame", action="store_true", help="with --json: every track's per-frame confidence")
+    parser.add_argument("--annotate", metavar="OUT.mp4", help="also write the video with speaking (green) / silent (red) face boxes")
+    parser.add_argument("--model", default=None, metavar="NAME_OR_PATH", help="a .keras SyncNet (default: the shipped expert)")
+    parser.add_argument("--smooth", type=int, default=DEFAULT_SMOOTH_FRAMES, metavar="FRAMES",
+                        help="average each face's confidence over this many frames (default %(default)s; 10-100 is sensible)")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help="relative confidence a face needs to be speaking (default %(default)s)")
+    parser.add_argument("--offset", type=int, default=None, metavar="FRAMES",
+                        help="read confidences at this audio-video offset (default: the most confident face's)")
+    parser.add_argument("--vshift", type=int, default=hp.VSHIFT, help="search offsets -N..N frames (default %(default)s)")
+
+
+def run_command(args) -> int:
+    if args.annotate:
+        check_annotate_output(args.video, args.annotate)  # before the minutes of detection, not after
+    result = detect_speakers(
+        args.video, args.model, smooth=args.smooth, threshold=args.threshold, offset=args.offset,
+        vshift=args.vshift, progress=sys.stderr.isatty(),
+    )
+    print(json.dumps(result.to_dict(per_frame=args.per_frame)) if args.json else summary_text(result), flush=True)
+    if args.annotate:
+        write_annotated(result, args.annotate)
+    return 0
+
+
+def summary_text(result: SpeakerResult) -> str:
+    lines = [
+        f"{result.video}: {len(result.tracks)} face track(s), confidences read at offset "
+        f"{result.offset_frames:+d} frames ({result.offset_source})"
+    ]
+    for track in result.tracks:
+        lines.append(
+            f"  track {track.track_id}: on screen {track.start_frame / hp.VIDEO_FPS:.2f}-{track.end_frame / hp.VIDEO_FPS:.2f} s, "
+            f"speaking {100 * track.speaking_fraction:.0f}% ({track.speaking_frames / hp.VIDEO_FPS:.2f} s)"
+        )
+    for segment in result.segments:
+        who = "nobody" if segment.track_id is None else f"track {segment.track_id}"
+        lines.append(f"  {segment.start_frame / hp.VIDEO_FPS:7.2f}-{segment.end_frame / hp.VIDEO_FPS:7.2f} s  {who}")
+    lines.extend(f"  warning: {warning}" for warning in result.warnings)
+    return "\n".join(lines)

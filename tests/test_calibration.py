@@ -1,0 +1,149 @@
+"""The in-sync / tampered verdict: fitted on real vs audio-swapped synthetic clips (each seed is a
+different "speaker": its own syllable envelope and voice), and the statistics behind it."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from synthetic import write_clip
+from syncnet.calibration import (
+    SCORES,
+    Calibration,
+    calibration_scores,
+    equal_error_rate,
+    fit_calibration,
+    fit_logistic,
+    fit_threshold,
+    load_calibration,
+    roc_auc,
+    save_calibration,
+    score_value,
+)
+from syncnet.cli import main
+from syncnet.models.siamese import save_model
+from syncnet.scoring import score_video
+
+SEEDS = (11, 12, 13, 14, 15, 16)  # none of trained_model.TRAIN_SEEDS: held-out speech
+
+
+@pytest.fixture(scope="module")
+def real_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("real")
+    for seed in SEEDS:
+        write_clip(folder / f"speaker_{seed}.mp4", seconds=3.0, seed=seed)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pair_scores(real_dir, trained_tiny_model):
+    scores = calibration_scores(sorted(real_dir.glob("*.mp4")), trained_tiny_model, swaps=3)
+    assert scores.skipped == []
+    return scores.in_sync, scores.tampered
+
+
+@pytest.fixture(scope="module")
+def model_path(trained_tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    save_model(trained_tiny_model, path)
+    return path
+
+
+def test_real_pairs_score_above_swapped_pairs(pair_scores):
+    in_sync, tampered = pair_scores
+    assert all(len(in_sync[name]) == len(SEEDS) and len(tampered[name]) == 3 * len(SEEDS) for name in SCORES)
+    calibration = fit_calibration(in_sync, tampered)
+    assert calibration.auc > 0.9, calibration
+    assert calibration.auc == max(calibration.auc_by_score.values())
+    real, swapped = np.array(in_sync[calibration.score]), np.array(tampered[calibration.score])
+    assert np.median(real) > np.median(swapped)
+    assert np.mean([calibration.in_sync(score) for score in real]) >= 0.8
+    assert np.mean([not calibration.in_sync(score) for score in swapped]) >= 0.8
+    assert calibration.tampered_likelihood(np.median(real)) < 0.5 < calibration.tampered_likelihood(np.median(swapped))
+
+
+def test_pairs_are_scored_as_score_video_scores_them(real_dir, pair_scores, trained_tiny_model):
+    in_sync, tampered = pair_scores
+    first, second = sorted(real_dir.glob("*.mp4"))[:2]
+    own = score_video(first, trained_tiny_model)
+    swapped = score_video(first, trained_tiny_model, audio_path=second)  # the first swap of the first clip
+    for name in SCORES:
+        assert in_sync[name][0] == pytest.approx(score_value(own.best, name), abs=1e-4)
+        assert tampered[name][0] == pytest.approx(score_value(swapped.best, name), abs=1e-4)
+
+
+def test_calibration_json_round_trips(pair_scores, tmp_path):
+    calibration = fit_calibration(*pair_scores, model="tiny.keras")
+    path = tmp_path / "calibration.json"
+    save_calibration(calibration, path)
+    assert load_calibration(path) == calibration
+    assert json.loads(path.read_text())["score"] in SCORES
+    assert [p.name for p in tmp_path.iterdir()] == ["calibration.json"]  # no temporary file left
+
+
+def test_command_line_writes_the_calibration(real_dir, model_path, tmp_path, capsys):
+    two = tmp_path / "two"
+    two.mkdir()
+    for seed in SEEDS[:2]:
+        (two / f"speaker_{seed}.mp4").symlink_to(real_dir / f"speaker_{seed}.mp4")
+    output = tmp_path / "calibration.json"
+    assert main(["calibrate", str(two), "--model", str(model_path), "-o", str(output), "--swaps", "3"]) == 0
+    calibration = load_calibration(output)
+    assert (calibration.num_real, calibration.num_swapped) == (2, 2)  # 3 swaps asked, 1 other clip there
+    assert calibration.model == str(model_path)
+    assert str(output) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.mp4": None}, "need at least 2 real clips"),
+    ({}, "need at least 2 real clips"),
+    ({"a.mp4": b"not a video", "b.mp4": b"nor this"}, "need at least 2 usable real clips, got 0 of 2"),
+])
+def test_bad_folders_are_one_line_errors(files, message, real_dir, model_path, tmp_path, capsys):
+    for name, content in files.items():
+        if content is None:
+            (tmp_path / name).symlink_to(real_dir / f"speaker_{SEEDS[0]}.mp4")
+        else:
+            (tmp_path / name).write_bytes(content)
+    assert main(["calibrate", str(tmp_path), "--model", str(model_path), "-o", str(tmp_path / "c.json")]) == 1
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1, error
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_load_calibration_rejects_other_files(tmp_path):
+    path = tmp_path / "c.json"
+    good = fit_calibration({name: [3.0, 4.0] for name in SCORES}, {name: [0.0, 1.0] for name in SCORES}).to_dict()
+    for text, message in [("{oops", "not a calibration file"), ("[1, 2]", "not a calibration file"),
+                          ('{"version": 99}', "unsupported calibration version"), ('{"version": 1}', "missing"),
+                          (json.dumps({**good, "threshold": "high"}), "threshold must be a finite number"),
+                          (json.dumps({**good, "score": "lse_d"}), "is not one of")]:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_calibration(path)
+    with pytest.raises(FileNotFoundError, match="no such calibration file"):
+        load_calibration(tmp_path / "absent.json")
+
+
+def test_statistics_on_known_distributions():
+    assert roc_auc([2, 3], [0, 1]) == 1.0 and roc_auc([0, 1], [2, 3]) == 0.0 and roc_auc([1, 1], [1, 1]) == 0.5
+    assert equal_error_rate([2, 3], [0, 1]) == 0.0 and equal_error_rate([1, 2], [1, 2]) == 0.5
+    rng = np.random.default_rng(0)
+    real, swapped = rng.normal(1, 1, 4000), rng.normal(-1, 1, 12000)  # d' = 2
+    normal_cdf = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))
+    assert roc_auc(real, swapped) == pytest.approx(normal_cdf(math.sqrt(2)), abs=0.01)
+    assert equal_error_rate(real, swapped) == pytest.approx(normal_cdf(-1), abs=0.01)
+    assert fit_threshold(real, swapped) == pytest.approx(0.0, abs=0.1)  # balanced: halfway between the means
+    # at most 5 % of real clips called tampered: the threshold sits at the real scores' 5th percentile
+    assert fit_threshold(real, swapped, false_alarm=0.05) == pytest.approx(1 - 1.645, abs=0.1)
+    intercept, slope = fit_logistic(real, swapped)  # equal variances: log-odds linear, slope -(1 - -1) / 1
+    assert intercept == pytest.approx(0.0, abs=0.1) and slope == pytest.approx(-2.0, abs=0.15)
+
+
+def test_logistic_stays_finite_when_the_labels_do_not_overlap():
+    calibration = fit_calibration({name: [3.0, 4.0, 5.0] for name in SCORES}, {name: [0.0, 1.0, 2.0] for name in SCORES})
+    assert calibration.threshold == 2.5 and calibration.auc == 1.0 and calibration.eer == 0.0
+    assert np.isfinite(calibration.logistic_slope) and calibration.logistic_slope < 0
+    assert calibration.tampered_likelihood(0.0) > 0.5 > calibration.tampered_likelihood(5.0)
+    assert Calibration.from_dict(json.loads(json.dumps(calibration.to_dict()))) == calibration
