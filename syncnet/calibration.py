@@ -301,7 +301,7 @@ def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift
 def _paired_track_scores(model, clip, audio: np.ndarray) -> list:
     """scoring.TrackScore of each of `clip`'s face tracks against `audio` embeddings placed at its
     first frame, cut where the audio ends: what score_video(clip, audio_path=...) computes."""
-    from .scoring import IN_SYNC_MIN_CONFIDENCE, _track_score
+    from .scoring import Verdict, _track_score
 
     scores = []
     for plan in clip.plans.values():
@@ -310,7 +310,7 @@ def _paired_track_scores(model, clip, audio: np.ndarray) -> list:
             continue
         paired = replace(plan, windows=windows, num_frames=windows + hp.WINDOW_FRAMES, vshift=min(plan.vshift, windows - 1))
         frames = plan.frame_embeddings[:windows]
-        scores.append(_track_score(model, paired, frames, audio[plan.start : plan.start + windows], IN_SYNC_MIN_CONFIDENCE))
+        scores.append(_track_score(model, paired, frames, audio[plan.start : plan.start + windows], Verdict()))
     return scores
 
 

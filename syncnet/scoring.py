@@ -31,10 +31,11 @@ import numpy as np
 
 from . import hyperparameters as hp
 
-# A video counts as in sync when its offset is within a frame of 0 and the offset is trustworthy:
-# LSE-C above this. A conservative default: real talking heads score far above it with syncnet_v2
-# weights (LRS2's real videos average 7.8), unrelated audio gives a flat curve and a low one.
-# `syncnet calibrate` fits it for your own clips and model (score_video's `min_confidence`).
+# A video counts as in sync when its offset is within a frame of 0 and the sync is trustworthy: by
+# the model's calibration (`syncnet calibrate`; the shipped expert comes with one) when it has one,
+# else by this placeholder rule, LSE-C above this. A conservative default: real talking heads score
+# far above it with syncnet_v2 weights (LRS2's real videos average 7.8), unrelated audio gives a
+# flat curve and a low one.
 IN_SYNC_MIN_CONFIDENCE = 1.5
 IN_SYNC_MAX_OFFSET = 1  # frames
 
@@ -80,6 +81,7 @@ class TrackScore:
     sync_probability: float  # head's P(in sync) at the found offset, mean over windows
     sync_probability_at_zero: float  # the same at offset 0
     in_sync: bool
+    tampered: float | None  # P(re-dubbed / audio swapped), from the calibration; None without one
     mean_distance: np.ndarray = field(repr=False)  # (2 vshift + 1,) mean distance at offsets vshift..-vshift
     frame_confidence: np.ndarray = field(repr=False)  # (windows,) smoothed confidence of window i (frames i..i+4)
 
@@ -104,6 +106,7 @@ class TrackScore:
             "sync_probability": self.sync_probability,
             "sync_probability_at_zero": self.sync_probability_at_zero,
             "in_sync": self.in_sync,
+            "tampered": self.tampered,
             "vshift": self.vshift,
             "mean_distance": [round(float(d), 5) for d in self.mean_distance],
         }
@@ -144,6 +147,7 @@ class ScoreResult:
     sync_probability = _from_best("sync_probability")
     sync_probability_at_zero = _from_best("sync_probability_at_zero")
     in_sync = _from_best("in_sync")
+    tampered = _from_best("tampered")
 
     def to_dict(self, per_frame: bool = False) -> dict:
         """The JSON contract (docs/scoring.md): one flat object per video."""
@@ -158,6 +162,7 @@ class ScoreResult:
             "sync_probability": self.sync_probability,
             "sync_probability_at_zero": self.sync_probability_at_zero,
             "in_sync": self.in_sync,
+            "tampered": self.tampered,
             "frames": self.frames,
             "face_tracks": None if self.status != "ok" else len(self.tracks),
             "model": self.model,
@@ -175,24 +180,30 @@ def score_video(
     audio_path=None,
     vshift: int = hp.VSHIFT,
     min_confidence: float = IN_SYNC_MIN_CONFIDENCE,
+    calibration=None,
     batch_size: int = BATCH_WINDOWS,
     progress: bool = False,
 ) -> ScoreResult:
     """Score the lip sync of every face in a video (or a VidTIMIT frame folder).
 
     model: a SyncNet, a .keras path, or None for the default expert. audio_path: score against this
-    audio instead of the video's own. Returns a ScoreResult; a video that cannot be scored (missing,
-    unreadable, no audio, silent, no face, too short) gives status "error" with the reason, never an
-    exception. A bad `model` does raise: it is not the video's fault.
+    audio instead of the video's own. calibration: a `calibration.Calibration` or the path of one
+    (`syncnet calibrate`) for the in-sync verdict and the `tampered` likelihood; by default the
+    model's own (`model.calibration`: the shipped expert's), else the placeholder rule LSE-C >
+    `min_confidence`. Returns a ScoreResult; a video that cannot be scored (missing, unreadable, no
+    audio, silent, no face, too short) gives status "error" with the reason, never an exception. A
+    bad `model` or `calibration` does raise: it is not the video's fault.
     """
     from .video import load_media
 
     model, model_name = _resolve_model(model)
+    calibration = _resolve_calibration(calibration)
     try:
         media = load_media(path, audio_path)
     except (ValueError, OSError) as error:  # MediaError is a ValueError
         return ScoreResult(video=str(path), model=model_name, status="error", error=_one_line(error))
-    result = score_media(media, model, vshift=vshift, min_confidence=min_confidence, batch_size=batch_size, progress=progress)
+    result = score_media(media, model, vshift=vshift, min_confidence=min_confidence, calibration=calibration,
+                         batch_size=batch_size, progress=progress)
     result.model = model_name
     return result
 
@@ -203,6 +214,7 @@ def score_media(
     *,
     vshift: int = hp.VSHIFT,
     min_confidence: float = IN_SYNC_MIN_CONFIDENCE,
+    calibration=None,
     batch_size: int = BATCH_WINDOWS,
     progress: bool = False,
 ) -> ScoreResult:
@@ -210,11 +222,12 @@ def score_media(
     sample 0 at frame 0), `num_frames` and `frames()` (a fresh iterator of RGB uint8 frames at 25 fps
     on every call) - a video.Media, or a chunk of a live stream held in memory."""
     model, model_name = _resolve_model(model)
+    verdict = Verdict(_resolve_calibration(calibration) or model.calibration, min_confidence)
     if vshift < 0:
         raise ValueError(f"vshift must be >= 0, got {vshift}")
     result = ScoreResult(video=str(media.path), model=model_name)
     try:
-        _score_into(result, media, model, vshift, min_confidence, batch_size, progress)
+        _score_into(result, media, model, vshift, verdict, batch_size, progress)
     except (ValueError, OSError) as error:  # MediaError is a ValueError
         return ScoreResult(video=str(media.path), model=model_name, status="error", error=_one_line(error))
     return result
@@ -229,6 +242,35 @@ def _resolve_model(model):
     return load_model(model), DEFAULT_MODEL if model is None else os.fspath(model)
 
 
+def _resolve_calibration(calibration):
+    """A Calibration, or the path of one, or None."""
+    from .calibration import Calibration, load_calibration
+
+    if calibration is None or isinstance(calibration, Calibration):
+        return calibration
+    return load_calibration(calibration)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """In sync or not, and how likely re-dubbed: by a calibration when there is one (its score and
+    threshold; P(tampered) from its logistic fit), else LSE-C > min_confidence and no likelihood.
+    Either way an offset further than IN_SYNC_MAX_OFFSET frames is not in sync."""
+
+    calibration: object = None  # calibration.Calibration
+    min_confidence: float = IN_SYNC_MIN_CONFIDENCE
+
+    def apply(self, track: "TrackScore"):
+        near_zero = abs(track.offset_frames) <= IN_SYNC_MAX_OFFSET
+        if self.calibration is None:
+            track.in_sync = bool(near_zero and track.confidence > self.min_confidence)
+            track.tampered = None
+        else:
+            score = self.calibration.score_of(track)
+            track.in_sync = bool(near_zero and self.calibration.in_sync(score))
+            track.tampered = self.calibration.tampered_likelihood(score)
+
+
 @dataclass
 class _TrackPlan:
     """Where a track's windows are: frames start..start + windows + 4, and its embeddings so far."""
@@ -241,7 +283,7 @@ class _TrackPlan:
     frame_embeddings: list = field(default_factory=list)
 
 
-def _score_into(result, media, model, vshift, min_confidence, batch_size, progress):
+def _score_into(result, media, model, vshift, verdict, batch_size, progress):
     from .audio import mfcc
     from .faces import crop_tracks, find_face_tracks
     from .video import is_silent
@@ -290,7 +332,7 @@ def _score_into(result, media, model, vshift, min_confidence, batch_size, progre
     for plan in plans.values():
         frame_embeddings = np.concatenate(plan.frame_embeddings)
         audio_embeddings = audio_windows[plan.start : plan.start + plan.windows]
-        result.tracks.append(_track_score(model, plan, frame_embeddings, audio_embeddings, min_confidence))
+        result.tracks.append(_track_score(model, plan, frame_embeddings, audio_embeddings, verdict))
 
 
 @dataclass(frozen=True)
@@ -394,7 +436,7 @@ def search_offset(distances: np.ndarray) -> OffsetSearch:
     )
 
 
-def _track_score(model, plan, frame_embeddings, audio_embeddings, min_confidence) -> TrackScore:
+def _track_score(model, plan, frame_embeddings, audio_embeddings, verdict: Verdict) -> TrackScore:
     distances = score_windows(frame_embeddings, audio_embeddings, plan.vshift)
     search = search_offset(distances)
     # P(in sync) over the windows whose paired audio exists at that offset (not the zero padding)
@@ -402,7 +444,7 @@ def _track_score(model, plan, frame_embeddings, audio_embeddings, min_confidence
     paired = (paired >= 0) & (paired < plan.windows)
     probability = _to_numpy(model.head(distances[paired, search.best_column]))
     probability_at_zero = _to_numpy(model.head(distances[:, plan.vshift]))
-    return TrackScore(
+    track = TrackScore(
         track_id=plan.track_id,
         start_frame=plan.start,
         num_frames=plan.num_frames,
@@ -412,10 +454,13 @@ def _track_score(model, plan, frame_embeddings, audio_embeddings, min_confidence
         confidence=search.confidence,
         sync_probability=float(probability.mean()),
         sync_probability_at_zero=float(probability_at_zero.mean()),
-        in_sync=bool(abs(search.offset) <= IN_SYNC_MAX_OFFSET and search.confidence > min_confidence),
+        in_sync=False,
+        tampered=None,
         mean_distance=search.mean_distance,
         frame_confidence=search.frame_confidence,
     )
+    verdict.apply(track)
+    return track
 
 
 def _to_numpy(tensor) -> np.ndarray:
@@ -471,7 +516,7 @@ def plot_result(result: ScoreResult, png_path):
 
 CSV_COLUMNS = (
     "video", "status", "error", "offset_frames", "offset_seconds", "min_dist", "confidence",
-    "sync_probability", "in_sync", "frames", "face_tracks", "model",
+    "sync_probability", "in_sync", "tampered", "frames", "face_tracks", "model",
 )
 
 
@@ -481,8 +526,12 @@ def configure_parser(parser):
     parser.add_argument("--csv", metavar="FILE", help="also write a table: one row per video and a mean row")
     parser.add_argument("--model", default=None, metavar="NAME_OR_PATH", help="a .keras SyncNet (default: the shipped expert)")
     parser.add_argument("--vshift", type=int, default=hp.VSHIFT, help="search offsets -N..N frames (default %(default)s)")
+    parser.add_argument("--calibration", metavar="JSON",
+                        help="the in-sync / tampered verdict fitted by `syncnet calibrate` (default: the model's own, "
+                             "which the shipped expert has)")
     parser.add_argument("--min-confidence", type=float, default=IN_SYNC_MIN_CONFIDENCE,
-                        help="LSE-C above which an offset within 1 frame counts as in sync (default %(default)s)")
+                        help="without a calibration: LSE-C above which an offset within 1 frame counts as in sync "
+                             "(default %(default)s)")
     parser.add_argument("--plot", metavar="PNG", help="plot distance vs offset and per-frame confidence")
     parser.add_argument("--audio", metavar="WAV", help="score against this audio instead of the video's own (one video)")
 
@@ -496,6 +545,7 @@ def run_command(args) -> int:
     if args.vshift < 0:
         raise ValueError(f"--vshift must be >= 0, got {args.vshift}")
     model = load_model(args.model)  # once, for every video
+    calibration = _resolve_calibration(args.calibration)
     model_name = args.model or "default"
     progress = sys.stderr.isatty() and not (args.json and not sys.stdout.isatty())
     plot_paths = _plot_paths(args.plot, videos) if args.plot else {}
@@ -506,7 +556,7 @@ def run_command(args) -> int:
             result = video
         else:
             result = score_video(video, model, audio_path=args.audio, vshift=args.vshift,
-                                 min_confidence=args.min_confidence, progress=progress)
+                                 min_confidence=args.min_confidence, calibration=calibration, progress=progress)
         result.model = model_name
         results.append(result)
         print(json.dumps(result.to_dict()) if args.json else summary_line(result), flush=True)
@@ -560,7 +610,9 @@ def summary_line(result: ScoreResult) -> str:
     line = (
         f"{result.video}: offset {result.offset_frames:+d} frames ({result.offset_seconds:+.2f} s), "
         f"LSE-D {result.min_dist:.3f}, LSE-C {result.confidence:.3f}, "
-        f"P(sync) {result.sync_probability:.2f} -> {verdict}"
+        f"P(sync) {result.sync_probability:.2f}"
+        + ("" if result.tampered is None else f", P(tampered) {result.tampered:.2f}")
+        + f" -> {verdict}"
     )
     if len(result.tracks) > 1:
         line += f" [best of {len(result.tracks)} face tracks: {result.best.track_id}]"

@@ -327,6 +327,8 @@ def configure_parser(parser):
     parser.add_argument("--loss", default="bce", choices=("bce", "contrastive"))
     parser.add_argument("--margin", type=float, default=hp.CONTRASTIVE_MARGIN)
     parser.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction)
+    parser.add_argument("--val-steps", type=int, default=TrainConfig.val_steps,
+                        help="validation batches per epoch (a fixed, seeded set)")
     parser.add_argument("--val-speakers", type=lambda text: [name for name in text.split(",") if name],
                         help="comma-separated speaker ids to validate on (with everyone who shares a clip "
                              "with them), instead of a --val-fraction drawn by --seed")

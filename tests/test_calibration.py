@@ -73,6 +73,31 @@ def test_pairs_are_scored_as_score_video_scores_them(real_dir, pair_scores, trai
         assert tampered[name][0] == pytest.approx(score_value(swapped.best, name), abs=1e-4)
 
 
+def test_score_video_gives_the_calibrated_verdict_and_tampered_likelihood(real_dir, pair_scores, trained_tiny_model, tmp_path):
+    calibration = fit_calibration(*pair_scores, model="tiny")
+    first, second = sorted(real_dir.glob("*.mp4"))[:2]
+    uncalibrated = score_video(first, trained_tiny_model)
+    assert uncalibrated.tampered is None and uncalibrated.to_dict()["tampered"] is None
+
+    own = score_video(first, trained_tiny_model, calibration=calibration)
+    swapped = score_video(first, trained_tiny_model, audio_path=second, calibration=calibration)
+    for result in (own, swapped):
+        score = calibration.score_of(result.best)
+        assert result.tampered == pytest.approx(calibration.tampered_likelihood(score))
+        assert result.in_sync == (abs(result.offset_frames) <= 1 and calibration.in_sync(score))
+    assert own.tampered < 0.5 < swapped.tampered
+    assert json.loads(json.dumps(swapped.to_dict()))["tampered"] == pytest.approx(swapped.tampered)
+
+    # a model carries its calibration (load_model attaches the shipped expert's); a path works too
+    save_calibration(calibration, tmp_path / "calibration.json")
+    trained_tiny_model.calibration = calibration
+    try:
+        assert score_video(first, trained_tiny_model, audio_path=second).tampered == pytest.approx(swapped.tampered)
+    finally:
+        trained_tiny_model.calibration = None
+    assert score_video(first, trained_tiny_model, calibration=tmp_path / "calibration.json").tampered == pytest.approx(own.tampered)
+
+
 def test_calibration_json_round_trips(pair_scores, tmp_path):
     calibration = fit_calibration(*pair_scores, model="tiny.keras")
     path = tmp_path / "calibration.json"
@@ -93,6 +118,13 @@ def test_command_line_writes_the_calibration(real_dir, model_path, tmp_path, cap
     assert (calibration.num_real, calibration.num_swapped) == (2, 2)  # 3 swaps asked, 1 other clip there
     assert calibration.model == str(model_path)
     assert str(output) in capsys.readouterr().out
+
+    video = str(two / f"speaker_{SEEDS[0]}.mp4")
+    assert main(["score", video, "--model", str(model_path), "--calibration", str(output), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert 0.0 <= scored["tampered"] <= 1.0
+    assert main(["score", video, "--model", str(model_path), "--calibration", str(tmp_path / "none.json")]) == 1
+    assert capsys.readouterr().err.startswith("syncnet score: error: ")
 
 
 @pytest.mark.parametrize("files, message", [

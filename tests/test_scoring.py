@@ -26,8 +26,8 @@ from syncnet.video import load_media
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT = {
     "video": str, "status": str, "error": (str, type(None)), "offset_frames": int, "offset_seconds": float,
-    "min_dist": float, "confidence": float, "sync_probability": float, "in_sync": bool, "frames": int,
-    "face_tracks": int, "model": str, "tracks": list,
+    "min_dist": float, "confidence": float, "sync_probability": float, "in_sync": bool,
+    "tampered": (float, type(None)), "frames": int, "face_tracks": int, "model": str, "tracks": list,
 }
 TEST_SEED = 5  # not one of trained_model.TRAIN_SEEDS: speech the model never saw
 

@@ -46,6 +46,9 @@ class SyncNet(keras.Model):
         self.l2_distance = L2Distance(name="l2_distance")
         self.head = SyncHead(name="head")
         self.head.build(())
+        # The in-sync / tampered verdict fitted for this model (syncnet.calibration.Calibration), or
+        # None. Not saved with the weights: `load_model` attaches the shipped expert's.
+        self.calibration = None
         self.built = True  # every sub-layer has its weights now; nothing depends on the call
 
     @property
@@ -126,6 +129,11 @@ def default_model_path():
     from importlib.resources import files
 
     return files("syncnet") / "weights" / "paper.keras"
+
+
+def default_calibration_path():
+    """The shipped expert's verdict, fitted by `syncnet calibrate` on speakers it never trained on."""
+    return default_model_path().with_name("paper.calibration.json")
 
 
 def save_model(model: SyncNet, path, *, float16_weights: bool = False):
@@ -212,4 +220,8 @@ def load_model(name_or_path: str | None = None) -> SyncNet:
         raise ValueError(f"cannot load {path} as a SyncNet model: {error}".splitlines()[0]) from None
     if not isinstance(model, SyncNet):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a SyncNet model")
+    if name_or_path in (None, DEFAULT_MODEL) and default_calibration_path().is_file():
+        from ..calibration import load_calibration
+
+        model.calibration = load_calibration(default_calibration_path())
     return model
