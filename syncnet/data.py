@@ -7,8 +7,10 @@ frame of the segment has a full window - and string ids (clip, speaker, preset).
 
 `make_pair_dataset` cuts segments into 5-frame windows and pairs each with audio: half in sync
 (label 1), half not (label 0): the audio of a window from another clip, or for a fraction of the
-negatives the same segment's audio shifted by at least `min_shift` frames (the hard ones). Every
-random choice is a stateless draw seeded by (seed, element number), so a seed gives the same
+negatives the same segment's audio shifted by at least `min_shift` frames (the hard ones).
+`make_offset_dataset` gives each window several audio windows instead - its own first, then the
+same segment's audio at other offsets - for the multi-way loss (Chung et al., "Perfect Match", 2019).
+Every random choice is a stateless draw seeded by (seed, element number), so a seed gives the same
 batches every time, on any machine.
 """
 
@@ -50,6 +52,8 @@ CROP_SCALE_RANGE = (0.9, 1.0)  # side of the re-cropped box, as a fraction of th
 # jitter on every coefficient, small against their spread in speech (std 3 to 18).
 AUDIO_GAIN_DB = 6.0
 MFCC_JITTER_STD = 0.5
+
+MULTIWAY_CANDIDATES = 9  # audio windows per video window in make_offset_dataset: 1 aligned + 8 shifted
 
 
 @dataclass
@@ -263,26 +267,8 @@ def make_pair_dataset(
         raise ValueError(f"hard_negative_fraction must be in [0, 1], got {hard_negative_fraction}")
     if min_shift < 1:
         raise ValueError(f"min_shift must be >= 1 frame, got {min_shift}")
-    height, width, channels = _check_shards(shards, preset)
-    window_bytes = hp.WINDOW_FRAMES * height * width * channels
-
-    files = tf.data.Dataset.from_tensor_slices([os.fspath(s) for s in shards])
-    files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        files = files.repeat()
-    segments = files.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type=COMPRESSION),
-        cycle_length=min(len(shards), INTERLEAVE_SHARDS),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    ).map(lambda record: _parse(record, height, width, channels), num_parallel_calls=tf.data.AUTOTUNE)
-    segments = segments.filter(lambda segment: tf.shape(segment["crops"])[0] >= hp.WINDOW_FRAMES)
-
-    windows = (
-        segments.enumerate()
-        .map(lambda index, segment: _cut_windows(segment, seed, index, min_shift), num_parallel_calls=tf.data.AUTOTUNE)
-        .unbatch()
-        .shuffle(min(SHUFFLE_WINDOWS, SHUFFLE_BUFFER_BYTES // window_bytes), seed=seed)
+    windows = _shuffled_windows(
+        shards, preset, seed, repeat, lambda segment, index: _cut_windows(segment, seed, index, min_shift)
     )
     pairs = (
         windows.batch(PAIR_POOL, drop_remainder=repeat)  # static pool shapes keep TF's cost model quiet
@@ -294,6 +280,65 @@ def make_pair_dataset(
         .unbatch()
     )
     return pairs.batch(batch_size, drop_remainder=repeat).prefetch(tf.data.AUTOTUNE)
+
+
+def make_offset_dataset(
+    shards,
+    preset: str = "paper",
+    batch_size: int = hp.BATCH_SIZE,
+    seed: int = hp.SEED,
+    candidates: int = MULTIWAY_CANDIDATES,
+    max_shift: int = hp.VSHIFT,
+    augment: bool = True,
+    repeat: bool = True,
+) -> tf.data.Dataset:
+    """Batches of ({"frames": (b, 5, H, W, C) float32 0..255, "mfcc": (b, candidates, 13, 20) float32},
+    labels (b, candidates) float32): each window's own audio first (label 1), then `candidates - 1`
+    audio windows of its segment shifted by 1..max_shift frames either way (label 0; drawn with
+    replacement, so a short segment repeats shifts). The model is asked which audio goes with the
+    lips: the offset search `syncnet score` does, as a training task (the multi-way loss)."""
+    if candidates < 2:
+        raise ValueError(f"candidates must be >= 2, got {candidates}")
+    if max_shift < 1:
+        raise ValueError(f"max_shift must be >= 1 frame, got {max_shift}")
+    windows = _shuffled_windows(
+        shards, preset, seed, repeat, lambda segment, index: _cut_offset_windows(segment, seed, index, candidates, max_shift)
+    )
+    labels = tf.one_hot(0, candidates)
+
+    def finish(index, pool):
+        frames = tf.cast(pool["frames"], tf.float32)
+        mfcc = pool["mfcc"]
+        if augment:
+            frames, mfcc = _augment(frames, mfcc, _seeds(seed, index, 1)[0])
+        return {"frames": frames, "mfcc": mfcc}, tf.tile(labels[None], [tf.shape(frames)[0], 1])
+
+    batches = windows.batch(batch_size, drop_remainder=repeat).enumerate()
+    return batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _shuffled_windows(shards, preset, seed, repeat, cut) -> tf.data.Dataset:
+    """The shards' segments (shards shuffled and interleaved), each cut into windows by
+    `cut(segment, index)`, the windows shuffled within a bounded buffer."""
+    height, width, channels = _check_shards(shards, preset)
+    window_bytes = hp.WINDOW_FRAMES * height * width * channels
+    files = tf.data.Dataset.from_tensor_slices([os.fspath(s) for s in shards])
+    files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        files = files.repeat()
+    segments = files.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type=COMPRESSION),
+        cycle_length=min(len(shards), INTERLEAVE_SHARDS),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    ).map(lambda record: _parse(record, height, width, channels), num_parallel_calls=tf.data.AUTOTUNE)
+    segments = segments.filter(lambda segment: tf.shape(segment["crops"])[0] >= hp.WINDOW_FRAMES)
+    return (
+        segments.enumerate()
+        .map(lambda index, segment: cut(segment, index), num_parallel_calls=tf.data.AUTOTUNE)
+        .unbatch()
+        .shuffle(min(SHUFFLE_WINDOWS, SHUFFLE_BUFFER_BYTES // window_bytes), seed=seed)
+    )
 
 
 def _seeds(seed, index, count):
@@ -320,17 +365,46 @@ def _cut_windows(segment, seed, index, min_shift):
     pick = tf.cast(tf.floor(choice * tf.cast(before + after, tf.float32)), tf.int32)
     shifted = tf.where(pick < before, pick, starts + min_shift + pick - before)
 
-    def audio_windows(frames):
-        columns = hp.MFCC_STEPS_PER_FRAME * frames[:, None] + tf.range(hp.WINDOW_MFCC_STEPS)
-        return tf.transpose(tf.gather(mfcc, columns, axis=1), [1, 0, 2])  # (m, 13, 20)
-
     count = tf.shape(starts)[0]
     return {
         "frames": tf.gather(crops, starts[:, None] + tf.range(hp.WINDOW_FRAMES)),
-        "mfcc": audio_windows(starts),
-        "hard_mfcc": audio_windows(tf.minimum(shifted, num_frames - 1)),
+        "mfcc": _audio_windows(mfcc, starts),
+        "hard_mfcc": _audio_windows(mfcc, tf.minimum(shifted, num_frames - 1)),
         "has_hard": before + after > 0,
         "clip": tf.fill([count], segment["clip"]),
+    }
+
+
+def _audio_windows(mfcc, frames):
+    """The 20-column MFCC windows of frames (any shape) -> (*frames.shape, 13, 20)."""
+    columns = hp.MFCC_STEPS_PER_FRAME * frames[..., None] + tf.range(hp.WINDOW_MFCC_STEPS)
+    windows = tf.gather(mfcc, columns, axis=1)  # (13, *frames.shape, 20)
+    rank = tf.rank(columns)
+    return tf.transpose(windows, tf.concat([tf.range(1, rank), [0, rank]], axis=0))
+
+
+def _cut_offset_windows(segment, seed, index, candidates, max_shift):
+    """A segment's back-to-back windows from a random first frame, each with its own audio window and
+    `candidates - 1` of the segment's audio windows 1..max_shift frames away (every frame 0..n-1 has one).
+    A segment of 5 frames has no other audio: it gives no windows."""
+    crops, mfcc = segment["crops"], segment["mfcc"]
+    num_frames = tf.shape(crops)[0]
+    phase_seed, shift_seed = tf.unstack(_seeds(seed, index, 2))
+    last_start = num_frames - hp.WINDOW_FRAMES
+    phase = tf.random.stateless_uniform([], phase_seed, 0, tf.minimum(hp.WINDOW_FRAMES, last_start + 1), tf.int32)
+    starts = tf.range(phase, last_start + 1, hp.WINDOW_FRAMES)
+    # Shifted frames u != v with |u - v| <= max_shift and 0 <= u < n: `below` of them before v, `above` after.
+    below = tf.minimum(starts, max_shift)
+    above = tf.minimum(num_frames - 1 - starts, max_shift)
+    starts = tf.boolean_mask(starts, below + above > 0)
+    below, above = tf.boolean_mask(below, below + above > 0), tf.boolean_mask(above, below + above > 0)
+    draw = tf.random.stateless_uniform([tf.shape(starts)[0], candidates - 1], shift_seed)
+    pick = tf.cast(tf.floor(draw * tf.cast(below + above, tf.float32)[:, None]), tf.int32)
+    shifted = tf.where(pick < below[:, None], starts[:, None] - below[:, None] + pick, starts[:, None] + 1 + pick - below[:, None])
+    frames = tf.concat([starts[:, None], shifted], axis=1)  # (m, candidates): the aligned one first
+    return {
+        "frames": tf.gather(crops, starts[:, None] + tf.range(hp.WINDOW_FRAMES)),
+        "mfcc": _audio_windows(mfcc, frames),  # (m, candidates, 13, 20)
     }
 
 
@@ -386,5 +460,7 @@ def _augment(frames, mfcc, seed):
     gain_seed, jitter_seed = tf.unstack(tf.random.experimental.stateless_split(seeds[5], num=2))
     gain_db = tf.random.stateless_uniform([size, 1], gain_seed, -AUDIO_GAIN_DB, AUDIO_GAIN_DB)
     c0_offset = tf.pad(gain_db / 10.0 * math.log(10.0), [[0, 0], [0, hp.MFCC_NUM_CEPSTRA - 1]])
-    mfcc = mfcc + c0_offset[:, :, None] + tf.random.stateless_normal(tf.shape(mfcc), jitter_seed, stddev=MFCC_JITTER_STD)
+    # (size, 13) -> (size, [1 per candidate axis,] 13, 1): one gain per window, all its candidates alike
+    c0_offset = tf.reshape(c0_offset, tf.concat([[size], tf.ones([tf.rank(mfcc) - 3], tf.int32), [hp.MFCC_NUM_CEPSTRA, 1]], axis=0))
+    mfcc = mfcc + c0_offset + tf.random.stateless_normal(tf.shape(mfcc), jitter_seed, stddev=MFCC_JITTER_STD)
     return frames, mfcc

@@ -4,7 +4,10 @@
 
 The card's recipe: BCE on the head's P(in sync) over half in-order, half shuffled pairs (plus the
 paper's same-clip shifted negatives), Adam 1e-4, batch 8; the paper's contrastive loss on the
-distance as an option. Validation is speaker-disjoint and reports, per epoch, pair accuracy,
+distance as an option; and the multi-way loss of "Perfect Match" (Chung et al., 2019): each window
+against 9 audio windows of its clip (its own and 8 shifted by up to 15 frames), softmax over the
+negated distances, plus a class-balanced BCE that fits the head - the offset search as the training
+task, which learns far sooner on a small budget than pairs do. Validation is speaker-disjoint and reports, per epoch, pair accuracy,
 ROC-AUC and offset accuracy: the fraction of validation windows whose argmin over +-15 frames lands
 within +-1 frame of the truth, for single windows and for 15-window averages.
 
@@ -27,10 +30,11 @@ import tensorflow as tf
 
 from . import data
 from . import hyperparameters as hp
-from .models import ContrastiveLoss, SyncNet, build_model
+from .models import BalancedBinaryCrossentropy, ContrastiveLoss, MultiwayLoss, SyncNet, build_model
 from .models.siamese import load_model, save_model
 
 FREEZE_CHOICES = ("none", "convs", "visual", "audio")
+LOSSES = ("bce", "contrastive", "multiway")
 
 
 @dataclass
@@ -41,7 +45,7 @@ class TrainConfig:
     epochs: int = hp.EPOCHS
     batch_size: int = hp.BATCH_SIZE
     learning_rate: float = hp.LEARNING_RATE
-    loss: str = "bce"  # or "contrastive"
+    loss: str = "bce"  # or "contrastive", "multiway"
     margin: float = hp.CONTRASTIVE_MARGIN
     steps_per_epoch: int = 500
     val_fraction: float = 0.2
@@ -91,8 +95,10 @@ def compile_model(model: SyncNet, config: TrainConfig):
         loss = {"probability": keras.losses.BinaryCrossentropy()}
     elif config.loss == "contrastive":
         loss = {"distance": ContrastiveLoss(config.margin)}
+    elif config.loss == "multiway":
+        loss = {"distance": MultiwayLoss(), "probability": BalancedBinaryCrossentropy()}
     else:
-        raise ValueError(f"--loss must be 'bce' or 'contrastive', got {config.loss!r}")
+        raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {config.loss!r}")
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=loss,
@@ -103,6 +109,15 @@ def compile_model(model: SyncNet, config: TrainConfig):
             ]
         },
         jit_compile=config.jit_compile,
+    )
+
+
+def make_dataset(config: TrainConfig, shards, batch_size: int, seed: int, augment: bool):
+    """The loss's batches: several audio windows per window for `multiway`, pairs otherwise."""
+    if config.loss == "multiway":
+        return data.make_offset_dataset(shards, config.preset, batch_size, seed=seed, max_shift=config.vshift, augment=augment)
+    return data.make_pair_dataset(
+        shards, config.preset, batch_size, seed=seed, hard_negative_fraction=config.hard_negative_fraction, augment=augment
     )
 
 
@@ -231,8 +246,11 @@ class EpochEnd(keras.callbacks.Callback):
 # --- Entry point ---------------------------------------------------------------------------------
 
 
-def train(config: TrainConfig) -> dict:
-    """Train as configured; returns the last epoch's logs. Raises TrainingDiverged on NaN/Inf."""
+def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> dict:
+    """Train as configured; returns the last epoch's logs. Raises TrainingDiverged on NaN/Inf.
+
+    strategy: a tf.distribute strategy of your own (a TPU's, some devices'); by default
+    `choose_strategy()`. The batch size is per replica."""
     os.makedirs(config.out_dir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
@@ -246,7 +264,7 @@ def train(config: TrainConfig) -> dict:
     with open(os.path.join(config.out_dir, "config.json"), "w") as f:
         json.dump({**asdict(config), "train_shards": len(train_shards), "val_shards": len(val_shards)}, f, indent=1)
 
-    strategy = choose_strategy()
+    strategy = strategy or choose_strategy()
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     with strategy.scope():
         model = load_model(config.init_from) if config.init_from else build_model(config.preset)
@@ -255,24 +273,15 @@ def train(config: TrainConfig) -> dict:
         freeze_layers(model, config.freeze)
         compile_model(model, config)
 
-    train_ds = _labelled(
-        data.make_pair_dataset(
-            train_shards, config.preset, global_batch, seed=config.seed,
-            hard_negative_fraction=config.hard_negative_fraction, augment=config.augment,
-        )
-    )
+    train_ds = _labelled(make_dataset(config, train_shards, global_batch, config.seed, config.augment))
     if config.resume:
         # The pair stream is deterministic under the seed: skip what finished epochs consumed, so a
         # resumed run sees the same batches as an uninterrupted one.
         train_ds = train_ds.skip(read_state(config.out_dir)["epochs_done"] * config.steps_per_epoch)
     val_ds, val_segments = None, None
     if val_shards:
-        val_ds = _labelled(
-            data.make_pair_dataset(
-                val_shards, config.preset, global_batch, seed=config.seed + 1,
-                hard_negative_fraction=config.hard_negative_fraction, augment=False,
-            )
-        ).take(config.val_steps).cache()
+        val_ds = _labelled(make_dataset(config, val_shards, global_batch, config.seed + 1, False))
+        val_ds = val_ds.take(config.val_steps).cache()
 
         def val_segments():
             return data.eval_segments(val_shards, config.preset)
@@ -324,7 +333,9 @@ def configure_parser(parser):
     parser.add_argument("--steps-per-epoch", type=int, default=TrainConfig.steps_per_epoch)
     parser.add_argument("--batch-size", type=int, default=hp.BATCH_SIZE, help="per replica")
     parser.add_argument("--learning-rate", type=float, default=hp.LEARNING_RATE)
-    parser.add_argument("--loss", default="bce", choices=("bce", "contrastive"))
+    parser.add_argument("--loss", default="bce", choices=LOSSES,
+                        help="bce: pairs (default); contrastive: the paper's margin loss on pairs; "
+                             "multiway: each window against 9 of its clip's audio windows (Perfect Match)")
     parser.add_argument("--margin", type=float, default=hp.CONTRASTIVE_MARGIN)
     parser.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction)
     parser.add_argument("--val-steps", type=int, default=TrainConfig.val_steps,

@@ -137,6 +137,27 @@ def test_pairs_are_aligned_or_truly_not(shards):
     assert 0.3 < hard / (hard + easy) < 0.7  # asked for 0.5
 
 
+def test_offset_candidates_are_the_aligned_audio_then_the_same_segment_shifted(shards):
+    _, paths, segments = shards
+    where = locate(segments)
+    shifts = []
+    dataset = data.make_offset_dataset(paths, batch_size=8, seed=3, candidates=5, max_shift=6, augment=False)
+    for inputs, labels in dataset.take(20):
+        frames, mfcc, labels = inputs["frames"].numpy(), inputs["mfcc"].numpy(), labels.numpy()
+        assert frames.shape == (8, 5, 112, 112, 1) and mfcc.shape == (8, 5, 13, 20)
+        np.testing.assert_array_equal(labels, np.tile([1, 0, 0, 0, 0], (8, 1)))
+        for window, candidates in zip(frames, mfcc):
+            number, v = where[window[0].astype(np.uint8).tobytes()]
+            segment = segments[number]
+            np.testing.assert_array_equal(window, segment.crops[v : v + 5].astype(np.float32))
+            np.testing.assert_array_equal(candidates[0], segment.mfcc[:, 4 * v : 4 * v + 20])
+            for audio in candidates[1:]:
+                found = [u - v for u in range(segment.num_frames) if np.array_equal(audio, segment.mfcc[:, 4 * u : 4 * u + 20])]
+                assert len(found) == 1 and 1 <= abs(found[0]) <= 6, found
+                shifts.append(found[0])
+    assert set(shifts) == set(range(-6, 0)) | set(range(1, 7))  # every shift, both ways
+
+
 def test_hard_negative_fraction_extremes(shards):
     _, paths, segments = shards
     where = locate(segments)

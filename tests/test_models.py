@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from syncnet.models import PRESETS, ContrastiveLoss, L2Distance, SyncHead, build_model
+from syncnet.models import PRESETS, BalancedBinaryCrossentropy, ContrastiveLoss, L2Distance, MultiwayLoss, SyncHead, build_model
 from syncnet.models.siamese import load_model
 
 
@@ -122,3 +122,25 @@ def test_float16_storage_halves_the_file_and_keeps_outputs_close(tmp_path):
     after = loaded.embed_frames(frames).numpy()
     assert np.abs(after - before).max() <= 1e-2 * np.abs(before).max()
     assert list(tmp_path.iterdir()) and not [p for p in tmp_path.iterdir() if p.name.startswith(".saving-")]
+
+
+def test_one_window_against_several_audio_windows_and_the_multiway_loss():
+    model = build_model("tiny")
+    rng = np.random.default_rng(0)
+    frames = rng.uniform(0, 255, (3, *model.frame_shape)).astype(np.float32)
+    candidates = rng.normal(0, 10, (3, 4, 13, 20)).astype(np.float32)
+    out = model({"frames": frames, "mfcc": candidates})
+    assert out["distance"].shape == (3, 4) and out["probability"].shape == (3, 4)
+    for k in range(4):  # the same numbers as pairing the window with each candidate alone
+        pair = model({"frames": frames, "mfcc": candidates[:, k]})
+        np.testing.assert_allclose(out["distance"][:, k], pair["distance"], rtol=1e-5)
+
+    labels = np.eye(4, dtype=np.float32)[[0, 0, 0]]
+    distance = np.array([[1.0, 5.0, 5.0, 5.0], [5.0, 1.0, 5.0, 5.0], [1.0, 1.0, 1.0, 1.0]], np.float32)
+    loss = MultiwayLoss()(labels, distance).numpy()  # mean over the batch
+    expected = np.mean([-np.log(np.exp(-d[0]) / np.exp(-d).sum()) for d in distance])
+    assert loss == pytest.approx(expected, rel=1e-5)
+    probability = np.array([[0.9, 0.1, 0.1, 0.1]], np.float32)
+    balanced = BalancedBinaryCrossentropy()(labels[:1], probability).numpy()
+    assert balanced == pytest.approx(-np.log(0.9), rel=1e-5)  # positives and negatives weigh alike
+

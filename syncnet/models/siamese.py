@@ -76,10 +76,18 @@ class SyncNet(keras.Model):
         return self.audio_tower(mfcc, training=training)
 
     def call(self, inputs, training=None):
+        """`mfcc` (batch, 13, 20) pairs each window with one audio window: distance (batch,).
+        (batch, candidates, 13, 20) compares each with several (the multi-way loss): (batch, candidates)."""
         frames, mfcc = inputs["frames"], inputs["mfcc"]
-        distance = self.l2_distance(
-            [self.embed_frames(frames, training=training), self.embed_audio(mfcc, training=training)]
-        )
+        visual = self.embed_frames(frames, training=training)
+        if len(mfcc.shape) == 4:
+            candidates = mfcc.shape[1]
+            audio = self.embed_audio(ops.reshape(mfcc, (-1, *self.mfcc_shape)), training=training)
+            audio = ops.reshape(audio, (-1, candidates, self.embedding_dim))
+            visual = ops.repeat(visual[:, None, :], candidates, axis=1)
+        else:
+            audio = self.embed_audio(mfcc, training=training)
+        distance = self.l2_distance([visual, audio])
         return {"distance": distance, "probability": self.head(distance)}
 
     def get_config(self):
