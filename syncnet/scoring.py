@@ -32,7 +32,7 @@ import numpy as np
 from . import hyperparameters as hp
 
 # A video counts as in sync when its offset is within a frame of 0 and the sync is trustworthy: by
-# the model's calibration (`syncnet calibrate`; the shipped expert comes with one) when it has one,
+# the model's calibration (`syncnet calibrate`; `load_model` attaches the shipped expert's) when it has one,
 # else by this placeholder rule, LSE-C above this. A conservative default: real talking heads score
 # far above it with syncnet_v2 weights (LRS2's real videos average 7.8), unrelated audio gives a
 # flat curve and a low one.
@@ -189,7 +189,7 @@ def score_video(
     model: a SyncNet, a .keras path, or None for the default expert. audio_path: score against this
     audio instead of the video's own. calibration: a `calibration.Calibration` or the path of one
     (`syncnet calibrate`) for the in-sync verdict and the `tampered` likelihood; by default the
-    model's own (`model.calibration`: the shipped expert's), else the placeholder rule LSE-C >
+    model's own (`model.calibration`), else the placeholder rule LSE-C >
     `min_confidence`. Returns a ScoreResult; a video that cannot be scored (missing, unreadable, no
     audio, silent, no face, too short) gives status "error" with the reason, never an exception. A
     bad `model` or `calibration` does raise: it is not the video's fault.
@@ -527,8 +527,8 @@ def configure_parser(parser):
     parser.add_argument("--model", default=None, metavar="NAME_OR_PATH", help="a .keras SyncNet (default: the shipped expert)")
     parser.add_argument("--vshift", type=int, default=hp.VSHIFT, help="search offsets -N..N frames (default %(default)s)")
     parser.add_argument("--calibration", metavar="JSON",
-                        help="the in-sync / tampered verdict fitted by `syncnet calibrate` (default: the model's own, "
-                             "which the shipped expert has)")
+                        help="the in-sync / tampered verdict fitted by `syncnet calibrate` (default: the model's own: "
+                             "the shipped expert's, once there is one)")
     parser.add_argument("--min-confidence", type=float, default=IN_SYNC_MIN_CONFIDENCE,
                         help="without a calibration: LSE-C above which an offset within 1 frame counts as in sync "
                              "(default %(default)s)")
