@@ -5,11 +5,13 @@ fixed table: each PyTorch Conv / BatchNorm / Linear, named by its index in its `
 goes to one Keras layer, with the weight layouts transposed:
 
     Conv2d (out, in, kh, kw)      -> Conv2D (kh, kw, in, out)
-    Conv3d (out, in, kt, kh, kw)  -> Conv3D (kt, kh, kw, in, out)
+    Conv3d (out, in, kt, kh, kw)  -> Conv2D (kh, kw, kt * in, out), input channel in * t + c
     Linear (out, in)              -> Dense (in, out)
     BatchNorm weight, bias, running_mean, running_var -> gamma, beta, moving_mean, moving_variance
 
-One more change: syncnet_python reads its frames with OpenCV, i.e. in BGR order, while our frames
+The lip tower's Conv3Ds become Conv2Ds over the 5 frames stacked into the channels (exact: the first
+has a temporal kernel of 5 over 5 frames, the rest of 1; see syncnet/models/towers.py). One more
+change: syncnet_python reads its frames with OpenCV, i.e. in BGR order, while our frames
 are RGB, so the first lip convolution's input channels are reversed - the converted model given RGB
 frames computes exactly what syncnet_python computes on the same frames in BGR.
 
@@ -68,8 +70,10 @@ LAYER_MAP = (
     ("netcnnlip.19", "visual_bn5"),
 )
 
-# The conv whose input is the frames: its input channels go from BGR to RGB.
+# The conv whose input is the frames: its input channels go from BGR to RGB, and its temporal
+# kernel spans the 5 frames our 2-D stem stacks into channels.
 FIRST_LIP_CONV = "netcnnlip.0"
+STACKED_FRAMES = 5
 
 # PyTorch >= 0.4.1 saves a step counter with every BatchNorm; it holds no weights, and files saved
 # before it existed lack it, so it is accepted but not required.
@@ -142,14 +146,19 @@ def keras_weights(state: dict[str, np.ndarray], model: SyncNet) -> dict[str, lis
     for module, layer_name in LAYER_MAP:
         layer = layers[layer_name]
         keras_shapes = [tuple(w.shape) for w in layer.weights]
-        if not isinstance(layer, keras.layers.BatchNormalization):  # Conv2D, Conv3D or Dense
+        if isinstance(layer, keras.layers.Conv2D) and module.startswith("netcnnlip."):  # Conv3d (out, in, kt, kh, kw) -> Conv2D (kh, kw, kt * in, out)
+            (kh, kw, stacked, out), bias_shape = keras_shapes
+            frames = STACKED_FRAMES if module == FIRST_LIP_CONV else 1
+            kernel = take(f"{module}.weight", (out, stacked // frames, frames, kh, kw))
+            if module == FIRST_LIP_CONV:
+                kernel = kernel[:, ::-1]  # BGR -> RGB input channels
+            kernel = np.transpose(kernel, (3, 4, 2, 1, 0)).reshape(kh, kw, stacked, out)  # channel in * t + c
+            weights[layer_name] = [kernel, take(f"{module}.bias", bias_shape)]
+        elif not isinstance(layer, keras.layers.BatchNormalization):  # Conv2D or Dense
             kernel_shape, bias_shape = keras_shapes
             # Keras (k..., in, out) <- PyTorch (out, in, k...): reverse the last two, move them first.
             torch_shape = (kernel_shape[-1], kernel_shape[-2], *kernel_shape[:-2])
-            kernel = take(f"{module}.weight", torch_shape)
-            if module == FIRST_LIP_CONV:
-                kernel = kernel[:, ::-1]  # BGR -> RGB input channels
-            kernel = np.transpose(kernel, (*range(2, kernel.ndim), 1, 0))
+            kernel = np.transpose(take(f"{module}.weight", torch_shape), (*range(2, len(torch_shape)), 1, 0))
             weights[layer_name] = [kernel, take(f"{module}.bias", bias_shape)]
         else:  # BatchNorm: gamma, beta, moving mean, moving variance, each (channels,)
             names = ("weight", "bias", "running_mean", "running_var")

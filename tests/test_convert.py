@@ -248,7 +248,7 @@ def test_state_dict_without_batchnorm_counters_is_accepted(syncnet_python):
     _, _, path = syncnet_python
     state = {k: v for k, v in load_syncnet_python_state(path).items() if "num_batches_tracked" not in k}
     weights = keras_weights(state, build_model("syncnet_v2"))
-    assert weights["visual_conv0"][0].shape == (5, 7, 7, 3, 96)
+    assert weights["visual_conv0"][0].shape == (7, 7, 15, 96)  # Conv3d (96, 3, 5, 7, 7), frames stacked
     assert weights["audio_fc1"][0].shape == (512, 1024)
 
 

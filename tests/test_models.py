@@ -29,9 +29,10 @@ def test_presets_take_their_inputs_and_give_their_embeddings(preset, frame_shape
 
 def test_syncnet_v2_matches_syncnet_python_layer_for_layer():
     model = build_model("syncnet_v2")
-    convs = [l for l in model.visual_tower.layers if isinstance(l, tf.keras.layers.Conv3D)]
+    convs = [l for l in model.visual_tower.layers if isinstance(l, tf.keras.layers.Conv2D)]
     assert [c.filters for c in convs] == [96, 256, 256, 256, 256, 512]
-    assert [tuple(c.kernel_size) for c in convs][:2] == [(5, 7, 7), (1, 5, 5)]
+    # syncnet_python's Conv3D kernels (5, 7, 7) over RGB and (1, 5, 5): 2-D over 5 x 3 stacked channels
+    assert [tuple(c.kernel.shape) for c in convs][:2] == [(7, 7, 15, 96), (5, 5, 96, 256)]
     audio_convs = [l for l in model.audio_tower.layers if isinstance(l, tf.keras.layers.Conv2D)]
     assert [c.filters for c in audio_convs] == [64, 192, 384, 256, 256, 512]
     bns = [l for l in model.layers[0].layers if isinstance(l, tf.keras.layers.BatchNormalization)]
