@@ -141,7 +141,9 @@ def default_model_path():
 
 def default_calibration_path():
     """The shipped expert's verdict, fitted by `syncnet calibrate` on speakers it never trained on."""
-    return default_model_path().with_name("paper.calibration.json")
+    from importlib.resources import files
+
+    return files("syncnet") / "weights" / "paper.calibration.json"
 
 
 def save_model(model: SyncNet, path, *, float16_weights: bool = False):
