@@ -1,4 +1,4 @@
-"""Throughput of `syncnet preprocess` (clips/s, frames/s) with 1 and 2 workers, and of the pair pipeline.
+"""Throughput and peak memory of `syncnet preprocess` with 1 and 2 workers, and the pair pipeline's speed.
 
     python bench/bench_preprocess.py [--clips N] [--seconds S] [--size 224] [--videos DIR] [--preset paper]
 
@@ -45,10 +45,17 @@ def bench_preprocess(videos, workers, preset):
         f"{len(entries) / wall:.3f} clips/s, {frames / wall:.1f} frames/s; "
         f"in the workers {busy:.1f} s ({frames / busy:.1f} frames/s each); CPU {1000 * cpu / frames:.0f} ms a frame "
         f"(worker start-up included); {summary['segments']} segments, "
-        f"{sum(p.stat().st_size for p in out.glob('shard-*')) / 1e6:.1f} MB",
+        f"{sum(p.stat().st_size for p in out.glob('shard-*')) / 1e6:.1f} MB; peak RSS {peak_rss_mb(workers):.0f} MB",
         flush=True,
     )
     return out
+
+
+def peak_rss_mb(workers):
+    """The high-water resident memory of the process that did the work: this one for 1 worker (no
+    pool), else the largest worker. Bounded memory means it does not grow with the videos' length."""
+    who = resource.RUSAGE_SELF if workers <= 1 else resource.RUSAGE_CHILDREN
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KB
 
 
 def bench_pairs(shards, preset, seconds=10.0, batch_size=64):
