@@ -353,9 +353,7 @@ def _cut_windows(segment, seed, index, min_shift):
     crops, mfcc = segment["crops"], segment["mfcc"]
     num_frames = tf.shape(crops)[0]
     phase_seed, shift_seed = tf.unstack(_seeds(seed, index, 2))
-    last_start = num_frames - hp.WINDOW_FRAMES
-    phase = tf.random.stateless_uniform([], phase_seed, 0, tf.minimum(hp.WINDOW_FRAMES, last_start + 1), tf.int32)
-    starts = tf.range(phase, last_start + 1, hp.WINDOW_FRAMES)
+    starts = _window_starts(num_frames, phase_seed)
 
     # Hard negative: a frame u in 0..n-1 (every frame has its 20 MFCC columns) with |u - v| >= min_shift,
     # uniformly among those before v (`before` of them) and after it.
@@ -375,6 +373,13 @@ def _cut_windows(segment, seed, index, min_shift):
     }
 
 
+def _window_starts(num_frames, seed):
+    """First frames of back-to-back 5-frame windows, from a random first frame in 0..4."""
+    last_start = num_frames - hp.WINDOW_FRAMES
+    phase = tf.random.stateless_uniform([], seed, 0, tf.minimum(hp.WINDOW_FRAMES, last_start + 1), tf.int32)
+    return tf.range(phase, last_start + 1, hp.WINDOW_FRAMES)
+
+
 def _audio_windows(mfcc, frames):
     """The 20-column MFCC windows of frames (any shape) -> (*frames.shape, 13, 20)."""
     columns = hp.MFCC_STEPS_PER_FRAME * frames[..., None] + tf.range(hp.WINDOW_MFCC_STEPS)
@@ -390,9 +395,7 @@ def _cut_offset_windows(segment, seed, index, candidates, max_shift):
     crops, mfcc = segment["crops"], segment["mfcc"]
     num_frames = tf.shape(crops)[0]
     phase_seed, shift_seed = tf.unstack(_seeds(seed, index, 2))
-    last_start = num_frames - hp.WINDOW_FRAMES
-    phase = tf.random.stateless_uniform([], phase_seed, 0, tf.minimum(hp.WINDOW_FRAMES, last_start + 1), tf.int32)
-    starts = tf.range(phase, last_start + 1, hp.WINDOW_FRAMES)
+    starts = _window_starts(num_frames, phase_seed)
     # Shifted frames u != v with |u - v| <= max_shift and 0 <= u < n: `below` of them before v, `above` after.
     below = tf.minimum(starts, max_shift)
     above = tf.minimum(num_frames - 1 - starts, max_shift)

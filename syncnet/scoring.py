@@ -283,13 +283,23 @@ class _TrackPlan:
     frame_embeddings: list = field(default_factory=list)
 
 
-def _score_into(result, media, model, vshift, verdict, batch_size, progress):
-    from .audio import mfcc
-    from .faces import crop_tracks, find_face_tracks
+@dataclass
+class TrackPlans:
+    """What `plan_tracks` found: the face tracks worth scoring, their windows, and what was left out."""
+
+    tracks: list  # faces.FaceTrack with at least one window under audio
+    plans: dict  # track id -> _TrackPlan
+    warnings: list[str]
+    audio_frames: int  # 25 fps frames with audio under them
+
+
+def plan_tracks(media, vshift: int, progress: bool = False) -> TrackPlans:
+    """Check the media (audio not silent, at least 6 frames with audio), follow its faces, and lay out
+    each track's windows as syncnet_python does. Raises ValueError with a one-line reason."""
+    from .faces import find_face_tracks
     from .video import is_silent
 
     path = media.path
-    result.frames = media.num_frames
     if is_silent(media.audio):
         raise ValueError(f"{path}: the audio is silent")
     audio_frames = len(media.audio) // SAMPLES_PER_FRAME
@@ -302,31 +312,39 @@ def _score_into(result, media, model, vshift, verdict, batch_size, progress):
     tracking = find_face_tracks(_progress(media.frames(), media.num_frames, "faces", progress))
     if not tracking.tracks:
         raise ValueError(f"{path}: no face found")
-    plans = {}
+    warnings, plans = [], {}
     for track in tracking.tracks:
         # syncnet_python cuts each track's audio to the track: it scores min(track, audio) frames
         num_frames = min(track.end - track.start, audio_frames - track.start)
         windows = num_frames - hp.WINDOW_FRAMES
         if windows < 1:
-            result.warnings.append(f"face track {track.track_id}: only {max(num_frames, 0)} frames with audio, not scored")
+            warnings.append(f"face track {track.track_id}: only {max(num_frames, 0)} frames with audio, not scored")
             continue
         track_vshift = min(vshift, windows - 1)
         if track_vshift < vshift:
-            result.warnings.append(
+            warnings.append(
                 f"face track {track.track_id}: {num_frames} frames is too short to search +-{vshift} frames; "
                 f"searched +-{track_vshift}"
             )
         plans[track.track_id] = _TrackPlan(track.track_id, track.start, num_frames, windows, track_vshift)
     if not plans:
         raise ValueError(f"{path}: no face track is longer than {hp.WINDOW_FRAMES} frames")
+    tracks = [track for track in tracking.tracks if track.track_id in plans]
+    return TrackPlans(tracks, plans, warnings, audio_frames)
+
+
+def _score_into(result, media, model, vshift, verdict, batch_size, progress):
+    from .audio import mfcc
+    from .faces import crop_tracks
+
+    result.frames = media.num_frames
+    planned = plan_tracks(media, vshift, progress)
+    result.warnings += planned.warnings
+    plans = planned.plans
 
     towers = compiled_towers(model)
     audio_windows = _embed_audio_windows(towers, mfcc(media.audio).numpy(), plans.values(), batch_size)
-    crops = crop_tracks(
-        _progress(media.frames(), media.num_frames, "lips", progress),
-        [track for track in tracking.tracks if track.track_id in plans],
-        model.visual_input,
-    )
+    crops = crop_tracks(_progress(media.frames(), media.num_frames, "lips", progress), planned.tracks, model.visual_input)
     _embed_frame_windows(towers, crops, plans, batch_size)
 
     for plan in plans.values():

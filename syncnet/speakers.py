@@ -78,41 +78,13 @@ def embed_video(path, model, *, audio_path=None, vshift: int = hp.VSHIFT, batch_
     Raises ValueError (MediaError) when the video cannot be used: unreadable, silent, no face.
     """
     from .audio import mfcc
-    from .faces import crop_tracks, find_face_tracks
-    from .scoring import SAMPLES_PER_FRAME, _embed_audio_windows, _embed_frame_windows, _progress, _TrackPlan, compiled_towers
-    from .video import is_silent, load_media
+    from .faces import crop_tracks
+    from .scoring import _embed_audio_windows, _embed_frame_windows, _progress, _TrackPlan, compiled_towers, plan_tracks
+    from .video import load_media
 
     media = load_media(path, audio_path)
-    if is_silent(media.audio):
-        raise ValueError(f"{path}: the audio is silent")
-    audio_frames = len(media.audio) // SAMPLES_PER_FRAME
-    if min(media.num_frames, audio_frames) < hp.WINDOW_FRAMES + 1:
-        raise ValueError(
-            f"{path}: too short: {min(media.num_frames, audio_frames)} frames of video with audio, "
-            f"need at least {hp.WINDOW_FRAMES + 1}"
-        )
-    tracking = find_face_tracks(_progress(media.frames(), media.num_frames, "faces", progress))
-    if not tracking.tracks:
-        raise ValueError(f"{path}: no face found")
-
-    warnings, plans = [], {}
-    for track in tracking.tracks:
-        # syncnet_python cuts each track's audio to the track: it scores min(track, audio) frames
-        num_frames = min(track.end - track.start, audio_frames - track.start)
-        windows = num_frames - hp.WINDOW_FRAMES
-        if windows < 1:
-            warnings.append(f"face track {track.track_id}: only {max(num_frames, 0)} frames with audio, not scored")
-            continue
-        track_vshift = min(vshift, windows - 1)
-        if track_vshift < vshift:
-            warnings.append(
-                f"face track {track.track_id}: {num_frames} frames is too short to search +-{vshift} frames; "
-                f"searched +-{track_vshift}"
-            )
-        plans[track.track_id] = _TrackPlan(track.track_id, track.start, num_frames, windows, track_vshift)
-    if not plans:
-        raise ValueError(f"{path}: no face track is longer than {hp.WINDOW_FRAMES} frames")
-    tracks = [track for track in tracking.tracks if track.track_id in plans]
+    planned = plan_tracks(media, vshift, progress)
+    plans, tracks, audio_frames = planned.plans, planned.tracks, planned.audio_frames
 
     towers = compiled_towers(model)
     # every audio window, not only those under a face: calibration pairs them with other videos' faces
@@ -122,7 +94,7 @@ def embed_video(path, model, *, audio_path=None, vshift: int = hp.VSHIFT, batch_
     _embed_frame_windows(towers, crops, plans, batch_size)
     for plan in plans.values():
         plan.frame_embeddings = np.concatenate(plan.frame_embeddings)
-    return VideoEmbeddings(media, tracks, plans, audio, warnings)
+    return VideoEmbeddings(media, tracks, plans, audio, planned.warnings)
 
 
 # --- Detection ---------------------------------------------------------------------------------
