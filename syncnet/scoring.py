@@ -67,6 +67,11 @@ def score_windows(frame_embeddings, audio_embeddings, vshift: int) -> np.ndarray
     return distances
 
 
+# A track's sync numbers, in JSON order: each TrackScore's, and the best track's at a video's top level.
+SYNC_KEYS = ("offset_frames", "offset_seconds", "min_dist", "confidence", "sync_probability",
+             "sync_probability_at_zero", "in_sync", "tampered")
+
+
 @dataclass
 class TrackScore:
     """One face track's sync, in syncnet_python's terms. Frame numbers are 25 fps frames of the video."""
@@ -99,14 +104,7 @@ class TrackScore:
             "track_id": self.track_id,
             "start_frame": self.start_frame,
             "frames": self.num_frames,
-            "offset_frames": self.offset_frames,
-            "offset_seconds": self.offset_seconds,
-            "min_dist": self.min_dist,
-            "confidence": self.confidence,
-            "sync_probability": self.sync_probability,
-            "sync_probability_at_zero": self.sync_probability_at_zero,
-            "in_sync": self.in_sync,
-            "tampered": self.tampered,
+            **{key: getattr(self, key) for key in SYNC_KEYS},
             "vshift": self.vshift,
             "mean_distance": [round(float(d), 5) for d in self.mean_distance],
         }
@@ -155,14 +153,7 @@ class ScoreResult:
             "video": self.video,
             "status": self.status,
             "error": self.error,
-            "offset_frames": self.offset_frames,
-            "offset_seconds": self.offset_seconds,
-            "min_dist": self.min_dist,
-            "confidence": self.confidence,
-            "sync_probability": self.sync_probability,
-            "sync_probability_at_zero": self.sync_probability_at_zero,
-            "in_sync": self.in_sync,
-            "tampered": self.tampered,
+            **{key: getattr(self, key) for key in SYNC_KEYS},  # the best track's
             "frames": self.frames,
             "face_tracks": None if self.status != "ok" else len(self.tracks),
             "model": self.model,
