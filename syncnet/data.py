@@ -399,8 +399,8 @@ def _cut_offset_windows(segment, seed, index, candidates, max_shift):
     # Shifted frames u != v with |u - v| <= max_shift and 0 <= u < n: `below` of them before v, `above` after.
     below = tf.minimum(starts, max_shift)
     above = tf.minimum(num_frames - 1 - starts, max_shift)
-    starts = tf.boolean_mask(starts, below + above > 0)
-    below, above = tf.boolean_mask(below, below + above > 0), tf.boolean_mask(above, below + above > 0)
+    has_shift = below + above > 0
+    starts, below, above = (tf.boolean_mask(values, has_shift) for values in (starts, below, above))
     draw = tf.random.stateless_uniform([tf.shape(starts)[0], candidates - 1], shift_seed)
     pick = tf.cast(tf.floor(draw * tf.cast(below + above, tf.float32)[:, None]), tf.int32)
     shifted = tf.where(pick < below[:, None], starts[:, None] - below[:, None] + pick, starts[:, None] + 1 + pick - below[:, None])

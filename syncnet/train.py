@@ -7,7 +7,7 @@ paper's same-clip shifted negatives), Adam 1e-4, batch 8; the paper's contrastiv
 distance as an option; and the multi-way loss of "Perfect Match" (Chung et al., 2019): each window
 against 9 audio windows of its clip (its own and 8 shifted by up to 15 frames), softmax over the
 negated distances, plus a class-balanced BCE that fits the head - the offset search as the training
-task, which learns far sooner on a small budget than pairs do. Validation is speaker-disjoint and reports, per epoch, pair accuracy,
+task. Validation is speaker-disjoint and reports, per epoch, pair accuracy,
 ROC-AUC and offset accuracy: the fraction of validation windows whose argmin over +-15 frames lands
 within +-1 frame of the truth, for single windows and for 15-window averages.
 

@@ -84,10 +84,9 @@ def conv_stack(plan, width: float, bn_epsilon: float, name: str) -> list:
     """The 2-D layers of a plan, conv widths multiplied by `width` (the last conv's too)."""
     layers, conv_index, pool_index = [], 0, 0
     for step in plan:
-        padding = keras.layers.ZeroPadding2D(step.padding) if step.padding else None
+        if step.padding:  # PyTorch pads before the conv or pool, symmetrically
+            layers.append(keras.layers.ZeroPadding2D(step.padding))
         if isinstance(step, Conv):
-            if padding:
-                layers.append(padding)
             layers += [
                 keras.layers.Conv2D(
                     max(1, round(step.filters * width)),
@@ -102,8 +101,6 @@ def conv_stack(plan, width: float, bn_epsilon: float, name: str) -> list:
             ]
             conv_index += 1
         else:
-            if padding:
-                layers.append(padding)
             layers.append(keras.layers.MaxPooling2D(step.size, strides=step.strides, name=f"{name}_pool{pool_index}"))
             pool_index += 1
     return layers
