@@ -19,6 +19,7 @@ COMMANDS = {
     "calibrate": ("syncnet.calibration", "fit the in-sync / tampered threshold on your own real clips"),
     "preprocess": ("syncnet.preprocess", "turn raw videos into training shards (face tracks, crops, MFCC)"),
     "train": ("syncnet.train", "train a SyncNet expert on preprocessed shards"),
+    "evaluate": ("syncnet.evaluation", "pair ROC-AUC and offset accuracy of an expert on held-out shards"),
     "convert-weights": ("syncnet.convert", "convert syncnet_python's syncnet_v2.model to a .keras file"),
     "serve": ("syncnet.server", "web page and REST API for scoring"),
     "monitor": ("syncnet.monitor", "score a live stream or file chunk by chunk"),

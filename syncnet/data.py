@@ -8,8 +8,9 @@ frame of the segment has a full window - and string ids (clip, speaker, preset).
 `make_pair_dataset` cuts segments into 5-frame windows and pairs each with audio: half in sync
 (label 1), half not (label 0): the audio of a window from another clip, or for a fraction of the
 negatives the same segment's audio shifted by at least `min_shift` frames (the hard ones).
-`make_offset_dataset` gives each window several audio windows instead - its own first, then the
-same segment's audio at other offsets - for the multi-way loss (Chung et al., "Perfect Match", 2019).
+`make_offset_dataset` gives groups of windows of one segment a few frames apart instead, for the
+multi-way loss (Chung et al., "Perfect Match", 2019): each window against its own audio and the
+group's other audio windows, the same speech at other offsets.
 Every random choice is a stateless draw seeded by (seed, element number), so a seed gives the same
 batches every time, on any machine.
 """
@@ -53,7 +54,7 @@ CROP_SCALE_RANGE = (0.9, 1.0)  # side of the re-cropped box, as a fraction of th
 AUDIO_GAIN_DB = 6.0
 MFCC_JITTER_STD = 0.5
 
-MULTIWAY_CANDIDATES = 9  # audio windows per video window in make_offset_dataset: 1 aligned + 8 shifted
+OFFSET_GROUP = 8  # windows of one segment compared all with all in make_offset_dataset
 
 
 @dataclass
@@ -287,41 +288,51 @@ def make_offset_dataset(
     preset: str = "paper",
     batch_size: int = hp.BATCH_SIZE,
     seed: int = hp.SEED,
-    candidates: int = MULTIWAY_CANDIDATES,
+    group_size: int = OFFSET_GROUP,
     max_shift: int = hp.VSHIFT,
     augment: bool = True,
     repeat: bool = True,
 ) -> tf.data.Dataset:
-    """Batches of ({"frames": (b, 5, H, W, C) float32 0..255, "mfcc": (b, candidates, 13, 20) float32},
-    labels (b, candidates) float32): each window's own audio first (label 1), then `candidates - 1`
-    audio windows of its segment shifted by 1..max_shift frames either way (label 0; drawn with
-    replacement, so a short segment repeats shifts). The model is asked which audio goes with the
-    lips: the offset search `syncnet score` does, as a training task (the multi-way loss)."""
-    if candidates < 2:
-        raise ValueError(f"candidates must be >= 2, got {candidates}")
+    """Batches of groups for the multi-way loss: ({"frames": (b, k, 5, H, W, C) float32 0..255,
+    "mfcc": (b, k, 13, 20) float32}, labels (b, k, k) float32 = identity), k = group_size.
+
+    A group is k windows of one segment at distinct first frames less than 2 max_shift + 1 frames
+    apart, each with its own audio. The model compares every window of a group with every audio
+    window of it, so each window meets its own audio and k - 1 of its segment's audio windows
+    1..2 max_shift frames away - the offset search `syncnet score` does, as a training task - while
+    each audio window is embedded once, not once per candidate. A segment gives back-to-back groups
+    from a random first frame; one shorter than k + 4 frames gives none."""
+    if group_size < 2:
+        raise ValueError(f"group_size must be >= 2, got {group_size}")
     if max_shift < 1:
         raise ValueError(f"max_shift must be >= 1 frame, got {max_shift}")
-    windows = _shuffled_windows(
-        shards, preset, seed, repeat, lambda segment, index: _cut_offset_windows(segment, seed, index, candidates, max_shift)
+    groups = _shuffled_windows(
+        shards, preset, seed, repeat, lambda segment, index: _cut_groups(segment, seed, index, group_size, max_shift), group_size
     )
-    labels = tf.one_hot(0, candidates)
+    labels = tf.eye(group_size)
 
-    def finish(index, pool):
-        frames = tf.cast(pool["frames"], tf.float32)
-        mfcc = pool["mfcc"]
-        if augment:
-            frames, mfcc = _augment(frames, mfcc, _seeds(seed, index, 1)[0])
-        return {"frames": frames, "mfcc": mfcc}, tf.tile(labels[None], [tf.shape(frames)[0], 1])
+    def finish(index, batch):
+        frames = tf.cast(batch["frames"], tf.float32)
+        mfcc = batch["mfcc"]
+        if augment:  # per window, as make_pair_dataset does
+            shape = tf.shape(frames)
+            flat_frames, flat_mfcc = _augment(
+                tf.reshape(frames, tf.concat([[-1], shape[2:]], 0)),
+                tf.reshape(mfcc, [-1, hp.MFCC_NUM_CEPSTRA, hp.WINDOW_MFCC_STEPS]),
+                _seeds(seed, index, 1)[0],
+            )
+            frames, mfcc = tf.reshape(flat_frames, shape), tf.reshape(flat_mfcc, tf.shape(mfcc))
+        return {"frames": frames, "mfcc": mfcc}, tf.tile(labels[None], [tf.shape(frames)[0], 1, 1])
 
-    batches = windows.batch(batch_size, drop_remainder=repeat).enumerate()
+    batches = groups.batch(batch_size, drop_remainder=repeat).enumerate()
     return batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def _shuffled_windows(shards, preset, seed, repeat, cut) -> tf.data.Dataset:
-    """The shards' segments (shards shuffled and interleaved), each cut into windows by
-    `cut(segment, index)`, the windows shuffled within a bounded buffer."""
+def _shuffled_windows(shards, preset, seed, repeat, cut, windows_per_element=1) -> tf.data.Dataset:
+    """The shards' segments (shards shuffled and interleaved), each cut into elements of
+    `windows_per_element` windows by `cut(segment, index)`, the elements shuffled within a bounded buffer."""
     height, width, channels = _check_shards(shards, preset)
-    window_bytes = hp.WINDOW_FRAMES * height * width * channels
+    element_bytes = hp.WINDOW_FRAMES * height * width * channels * windows_per_element
     files = tf.data.Dataset.from_tensor_slices([os.fspath(s) for s in shards])
     files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -337,7 +348,7 @@ def _shuffled_windows(shards, preset, seed, repeat, cut) -> tf.data.Dataset:
         segments.enumerate()
         .map(lambda index, segment: cut(segment, index), num_parallel_calls=tf.data.AUTOTUNE)
         .unbatch()
-        .shuffle(min(SHUFFLE_WINDOWS, SHUFFLE_BUFFER_BYTES // window_bytes), seed=seed)
+        .shuffle(max(1, min(SHUFFLE_WINDOWS // windows_per_element, SHUFFLE_BUFFER_BYTES // element_bytes)), seed=seed)
     )
 
 
@@ -388,26 +399,26 @@ def _audio_windows(mfcc, frames):
     return tf.transpose(windows, tf.concat([tf.range(1, rank), [0, rank]], axis=0))
 
 
-def _cut_offset_windows(segment, seed, index, candidates, max_shift):
-    """A segment's back-to-back windows from a random first frame, each with its own audio window and
-    `candidates - 1` of the segment's audio windows 1..max_shift frames away (every frame 0..n-1 has one).
-    A segment of 5 frames has no other audio: it gives no windows."""
+def _cut_groups(segment, seed, index, group_size, max_shift):
+    """A segment's groups of `group_size` windows: back-to-back spans of 2 max_shift + 1 first frames
+    (fewer in a short segment) from a random first span, `group_size` distinct first frames drawn
+    from each span."""
     crops, mfcc = segment["crops"], segment["mfcc"]
-    num_frames = tf.shape(crops)[0]
-    phase_seed, shift_seed = tf.unstack(_seeds(seed, index, 2))
-    starts = _window_starts(num_frames, phase_seed)
-    # Shifted frames u != v with |u - v| <= max_shift and 0 <= u < n: `below` of them before v, `above` after.
-    below = tf.minimum(starts, max_shift)
-    above = tf.minimum(num_frames - 1 - starts, max_shift)
-    has_shift = below + above > 0
-    starts, below, above = (tf.boolean_mask(values, has_shift) for values in (starts, below, above))
-    draw = tf.random.stateless_uniform([tf.shape(starts)[0], candidates - 1], shift_seed)
-    pick = tf.cast(tf.floor(draw * tf.cast(below + above, tf.float32)[:, None]), tf.int32)
-    shifted = tf.where(pick < below[:, None], starts[:, None] - below[:, None] + pick, starts[:, None] + 1 + pick - below[:, None])
-    frames = tf.concat([starts[:, None], shifted], axis=1)  # (m, candidates): the aligned one first
+    positions = tf.shape(crops)[0] - hp.WINDOW_FRAMES + 1  # first frames 0..positions - 1
+    span = tf.minimum(positions, 2 * max_shift + 1)
+    phase_seed, pick_seed = tf.unstack(_seeds(seed, index, 2))
+    phase = tf.random.stateless_uniform([], phase_seed, 0, tf.maximum(positions - span + 1, 1), tf.int32)
+    phase = tf.minimum(phase, span - 1)
+    span_starts = tf.range(phase, positions - span + 1, span)
+    span_starts = span_starts[: tf.where(span >= group_size, tf.shape(span_starts)[0], 0)]
+    # group_size distinct offsets in 0..span - 1 per span: the first of a random permutation
+    draw = tf.random.stateless_uniform([tf.shape(span_starts)[0], 2 * max_shift + 1], pick_seed)
+    draw += tf.where(tf.range(2 * max_shift + 1) < span, 0.0, 2.0)  # offsets past the span sort last
+    offsets = tf.argsort(draw, axis=1)[:, :group_size]
+    starts = span_starts[:, None] + offsets  # (groups, group_size)
     return {
-        "frames": tf.gather(crops, starts[:, None] + tf.range(hp.WINDOW_FRAMES)),
-        "mfcc": _audio_windows(mfcc, frames),  # (m, candidates, 13, 20)
+        "frames": tf.gather(crops, starts[..., None] + tf.range(hp.WINDOW_FRAMES)),  # (groups, k, 5, H, W, C)
+        "mfcc": _audio_windows(mfcc, starts),  # (groups, k, 13, 20)
     }
 
 

@@ -48,7 +48,7 @@ from .data import COMPRESSION, MANIFEST, MFCC_TAIL, Segment, crop_shape, encode_
 from .faces import crop_tracks, find_face_tracks
 from .models.siamese import PRESETS, load_model
 from .scoring import IN_SYNC_MAX_OFFSET, VIDEO_SUFFIXES, score_windows
-from .train import window_embeddings
+from .evaluation import window_embeddings
 from .video import Media, MediaError, is_silent, load_media
 
 MAX_SEGMENT_FRAMES = 250  # 10 s: longer tracks are split evenly, so no example gets huge

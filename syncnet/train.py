@@ -4,10 +4,12 @@
 
 The card's recipe: BCE on the head's P(in sync) over half in-order, half shuffled pairs (plus the
 paper's same-clip shifted negatives), Adam 1e-4, batch 8; the paper's contrastive loss on the
-distance as an option; and the multi-way loss of "Perfect Match" (Chung et al., 2019): each window
-against 9 audio windows of its clip (its own and 8 shifted by up to 15 frames), softmax over the
-negated distances, plus a class-balanced BCE that fits the head - the offset search as the training
-task. Validation is speaker-disjoint and reports, per epoch, pair accuracy,
+distance as an option; and the multi-way loss of "Perfect Match" (Chung et al., 2019): groups of
+one clip's windows a few frames apart, each window against every audio window of its group (its own,
+and the same speech 1..30 frames off), softmax over the negated distances, plus a class-balanced BCE
+that fits the head - the offset search as the training task. Only same-clip audio competes:
+another clip's audio can be told apart by voice and face alone, which does not teach sync (see
+docs/training.md for the trial). Validation is speaker-disjoint and reports, per epoch, pair accuracy,
 ROC-AUC and offset accuracy: the fraction of validation windows whose argmin over +-15 frames lands
 within +-1 frame of the truth, for single windows and for 15-window averages.
 
@@ -25,11 +27,11 @@ import sys
 from dataclasses import asdict, dataclass
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from . import data
 from . import hyperparameters as hp
+from .evaluation import offset_accuracy
 from .models import BalancedBinaryCrossentropy, ContrastiveLoss, MultiwayLoss, SyncNet, build_model
 from .models.siamese import load_model, save_model
 
@@ -47,6 +49,7 @@ class TrainConfig:
     learning_rate: float = hp.LEARNING_RATE
     loss: str = "bce"  # or "contrastive", "multiway"
     margin: float = hp.CONTRASTIVE_MARGIN
+    group_size: int = data.OFFSET_GROUP  # multiway: windows of one segment compared all with all
     steps_per_epoch: int = 500
     val_fraction: float = 0.2
     val_speakers: list | None = None  # fixed validation speakers instead of a val_fraction draw
@@ -113,9 +116,13 @@ def compile_model(model: SyncNet, config: TrainConfig):
 
 
 def make_dataset(config: TrainConfig, shards, batch_size: int, seed: int, augment: bool):
-    """The loss's batches: several audio windows per window for `multiway`, pairs otherwise."""
+    """The loss's batches of `batch_size` windows: groups of one segment's windows for `multiway`,
+    pairs otherwise."""
     if config.loss == "multiway":
-        return data.make_offset_dataset(shards, config.preset, batch_size, seed=seed, max_shift=config.vshift, augment=augment)
+        return data.make_offset_dataset(
+            shards, config.preset, batch_size // config.group_size, seed=seed,
+            group_size=config.group_size, max_shift=config.vshift, augment=augment,
+        )
     return data.make_pair_dataset(
         shards, config.preset, batch_size, seed=seed, hard_negative_fraction=config.hard_negative_fraction, augment=augment
     )
@@ -127,62 +134,6 @@ def _labelled(dataset):
         return inputs, {"probability": label, "distance": label}
 
     return dataset.map(to_targets, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-# --- Offset accuracy -----------------------------------------------------------------------------
-
-
-def window_embeddings(model: SyncNet, crops: np.ndarray, mfcc: np.ndarray, batch: int = 64):
-    """Embeddings of every 5-frame window of a crop sequence and of its aligned 20-step MFCC window.
-
-    crops: (n, H, W[, C]) uint8; mfcc: (13, >= 4 n + 16). Returns two (n - 4, d) arrays.
-    """
-    if crops.ndim == 3:
-        crops = crops[..., None]
-    count = len(crops) - hp.WINDOW_FRAMES + 1
-    frames, audio = [], []
-    for start in range(0, count, batch):
-        idx = np.arange(start, min(start + batch, count))
-        windows = np.stack([crops[i : i + hp.WINDOW_FRAMES] for i in idx]).astype(np.float32)
-        steps = np.stack(
-            [mfcc[:, 4 * i : 4 * i + hp.WINDOW_MFCC_STEPS] for i in idx]
-        ).astype(np.float32)
-        frames.append(model.embed_frames(windows).numpy())
-        audio.append(model.embed_audio(steps).numpy())
-    return np.concatenate(frames), np.concatenate(audio)
-
-
-def offset_accuracy(model: SyncNet, segments, vshift: int = hp.VSHIFT, averages=(1, 15), tolerance=1):
-    """Fraction of windows whose best offset in -vshift..vshift is within `tolerance` of 0.
-
-    For each average length k, distance curves of k consecutive windows are averaged before the
-    argmin (the papers' "context" evaluation). Only windows whose whole search range lies inside
-    the segment count, so no padding biases the result.
-    """
-    hits = {k: 0 for k in averages}
-    totals = {k: 0 for k in averages}
-    for crops, mfcc in segments:
-        visual, audio = window_embeddings(model, crops, mfcc)
-        n = len(visual)
-        if n < 2 * vshift + 1:
-            continue
-        # curves[i, j]: distance of frame window i to audio window i + j - vshift.
-        centres = np.arange(vshift, n - vshift)
-        curves = np.stack(
-            [np.linalg.norm(visual[centres] - audio[centres + s], axis=1) for s in range(-vshift, vshift + 1)],
-            axis=1,
-        )
-        for k in averages:
-            if len(curves) < k:
-                continue
-            kernel = np.ones(k) / k
-            averaged = np.stack(
-                [np.convolve(curves[:, j], kernel, mode="valid") for j in range(curves.shape[1])], axis=1
-            )
-            best = np.argmin(averaged, axis=1) - vshift
-            hits[k] += int(np.sum(np.abs(best) <= tolerance))
-            totals[k] += len(best)
-    return {k: hits[k] / totals[k] if totals[k] else float("nan") for k in averages}
 
 
 # --- Callbacks -----------------------------------------------------------------------------------
@@ -231,7 +182,9 @@ class EpochEnd(keras.callbacks.Callback):
             accuracy = offset_accuracy(self.model, self.val_segments(), self.config.vshift)
             logs["val_offset_acc_1"] = accuracy[1]
             logs["val_offset_acc_15"] = accuracy[15]
-        metric = logs.get("val_probability_auc", logs.get("probability_auc", -math.inf))
+        # The best checkpoint: highest offset accuracy (15-window averages) on validation - what an
+        # expert is for - else the pair ROC-AUC.
+        metric = logs.get("val_offset_acc_15", logs.get("val_probability_auc", logs.get("probability_auc", -math.inf)))
         if self.chief:
             out = self.config.out_dir
             save_model(self.model, os.path.join(out, "last.keras"))
@@ -251,6 +204,11 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
 
     strategy: a tf.distribute strategy of your own (a TPU's, some devices'); by default
     `choose_strategy()`. The batch size is per replica."""
+    if config.loss == "multiway" and (config.group_size < 2 or config.batch_size % config.group_size):
+        raise ValueError(
+            f"--loss multiway needs a --batch-size that is a multiple of --group-size (>= 2), "
+            f"got {config.batch_size} and {config.group_size}"
+        )
     os.makedirs(config.out_dir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
@@ -335,8 +293,11 @@ def configure_parser(parser):
     parser.add_argument("--learning-rate", type=float, default=hp.LEARNING_RATE)
     parser.add_argument("--loss", default="bce", choices=LOSSES,
                         help="bce: pairs (default); contrastive: the paper's margin loss on pairs; "
-                             "multiway: each window against 9 of its clip's audio windows (Perfect Match)")
+                             "multiway: groups of a clip's windows, each against every audio window "
+                             "of its group (Perfect Match)")
     parser.add_argument("--margin", type=float, default=hp.CONTRASTIVE_MARGIN)
+    parser.add_argument("--group-size", type=int, default=TrainConfig.group_size,
+                        help="multiway: windows per group (--batch-size counts windows)")
     parser.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction)
     parser.add_argument("--val-steps", type=int, default=TrainConfig.val_steps,
                         help="validation batches per epoch (a fixed, seeded set)")

@@ -137,25 +137,37 @@ def test_pairs_are_aligned_or_truly_not(shards):
     assert 0.3 < hard / (hard + easy) < 0.7  # asked for 0.5
 
 
-def test_offset_candidates_are_the_aligned_audio_then_the_same_segment_shifted(shards):
+def test_offset_groups_are_one_segments_windows_close_together_each_with_its_own_audio(shards):
     _, paths, segments = shards
     where = locate(segments)
-    shifts = []
-    dataset = data.make_offset_dataset(paths, batch_size=8, seed=3, candidates=5, max_shift=6, augment=False)
+    gaps = set()
+    dataset = data.make_offset_dataset(paths, batch_size=3, seed=3, group_size=4, max_shift=6, augment=False)
     for inputs, labels in dataset.take(20):
         frames, mfcc, labels = inputs["frames"].numpy(), inputs["mfcc"].numpy(), labels.numpy()
-        assert frames.shape == (8, 5, 112, 112, 1) and mfcc.shape == (8, 5, 13, 20)
-        np.testing.assert_array_equal(labels, np.tile([1, 0, 0, 0, 0], (8, 1)))
-        for window, candidates in zip(frames, mfcc):
-            number, v = where[window[0].astype(np.uint8).tobytes()]
-            segment = segments[number]
-            np.testing.assert_array_equal(window, segment.crops[v : v + 5].astype(np.float32))
-            np.testing.assert_array_equal(candidates[0], segment.mfcc[:, 4 * v : 4 * v + 20])
-            for audio in candidates[1:]:
-                found = [u - v for u in range(segment.num_frames) if np.array_equal(audio, segment.mfcc[:, 4 * u : 4 * u + 20])]
-                assert len(found) == 1 and 1 <= abs(found[0]) <= 6, found
-                shifts.append(found[0])
-    assert set(shifts) == set(range(-6, 0)) | set(range(1, 7))  # every shift, both ways
+        assert frames.shape == (3, 4, 5, 112, 112, 1) and mfcc.shape == (3, 4, 13, 20)
+        np.testing.assert_array_equal(labels, np.tile(np.eye(4), (3, 1, 1)))
+        for group_frames, group_mfcc in zip(frames, mfcc):
+            owners, starts = set(), []
+            for window, audio in zip(group_frames, group_mfcc):
+                number, v = where[window[0].astype(np.uint8).tobytes()]
+                segment = segments[number]
+                np.testing.assert_array_equal(window, segment.crops[v : v + 5].astype(np.float32))
+                np.testing.assert_array_equal(audio, segment.mfcc[:, 4 * v : 4 * v + 20])
+                owners.add(number)
+                starts.append(v)
+            assert len(owners) == 1 and len(set(starts)) == 4  # one segment, distinct windows
+            assert max(starts) - min(starts) <= 2 * 6  # within the offset search of each other
+            gaps |= {abs(u - v) for u in starts for v in starts if u != v}
+    assert gaps == set(range(1, 13))  # every offset up to 2 max_shift meets some window
+
+
+def test_offset_groups_need_segments_of_group_size_windows(shards):
+    _, paths, segments = shards
+    longest = max(segment.num_frames for segment in segments)
+    too_big = longest - hp.WINDOW_FRAMES + 2  # one window more than the longest segment has
+    assert not list(data.make_offset_dataset(paths, batch_size=1, group_size=too_big, augment=False, repeat=False))
+    with pytest.raises(ValueError, match="group_size"):
+        data.make_offset_dataset(paths, group_size=1)
 
 
 def test_hard_negative_fraction_extremes(shards):

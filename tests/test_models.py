@@ -125,16 +125,17 @@ def test_float16_storage_halves_the_file_and_keeps_outputs_close(tmp_path):
     assert list(tmp_path.iterdir()) and not [p for p in tmp_path.iterdir() if p.name.startswith(".saving-")]
 
 
-def test_one_window_against_several_audio_windows_and_the_multiway_loss():
+def test_groups_compare_every_window_with_every_audio_window_and_the_multiway_loss():
     model = build_model("tiny")
     rng = np.random.default_rng(0)
-    frames = rng.uniform(0, 255, (3, *model.frame_shape)).astype(np.float32)
-    candidates = rng.normal(0, 10, (3, 4, 13, 20)).astype(np.float32)
-    out = model({"frames": frames, "mfcc": candidates})
-    assert out["distance"].shape == (3, 4) and out["probability"].shape == (3, 4)
-    for k in range(4):  # the same numbers as pairing the window with each candidate alone
-        pair = model({"frames": frames, "mfcc": candidates[:, k]})
-        np.testing.assert_allclose(out["distance"][:, k], pair["distance"], rtol=1e-5)
+    frames = rng.uniform(0, 255, (2, 3, *model.frame_shape)).astype(np.float32)
+    mfcc = rng.normal(0, 10, (2, 3, 13, 20)).astype(np.float32)
+    out = model({"frames": frames, "mfcc": mfcc})
+    assert out["distance"].shape == (2, 3, 3) and out["probability"].shape == (2, 3, 3)
+    for group in range(2):  # [g, i, j] is frames i of group g paired with audio j of group g alone
+        for i in range(3):
+            pair = model({"frames": np.repeat(frames[group, i][None], 3, axis=0), "mfcc": mfcc[group]})
+            np.testing.assert_allclose(out["distance"][group, i], pair["distance"], rtol=1e-5)
 
     labels = np.eye(4, dtype=np.float32)[[0, 0, 0]]
     distance = np.array([[1.0, 5.0, 5.0, 5.0], [5.0, 1.0, 5.0, 5.0], [1.0, 1.0, 1.0, 1.0]], np.float32)

@@ -69,7 +69,7 @@ def weights(path):
 @pytest.mark.parametrize("loss", ["bce", "multiway"])
 def test_loss_falls_and_every_epoch_is_logged_and_checkpointed(shards, tmp_path, loss):
     out = tmp_path / "run"
-    logs = train(config(shards, out, loss=loss, epochs=3))
+    logs = train(config(shards, out, loss=loss, epochs=3, group_size=4))
     rows = (out / "log.csv").read_text().splitlines()
     assert len(rows) == 4  # header + 3 epochs
     header = rows[0].split(",")
@@ -130,6 +130,8 @@ def test_bad_options_are_one_line_errors(shards, tmp_path, capsys):
     assert "no video of Z" in capsys.readouterr().err
     assert main(["train", str(shards), "--out", str(tmp_path / "fresh"), "--resume"]) == 1
     assert "nothing to resume" in capsys.readouterr().err
+    assert main(["train", str(shards), "--out", str(tmp_path / "run"), "--loss", "multiway", "--batch-size", "12", "--group-size", "8"]) == 1
+    assert "multiple of --group-size" in capsys.readouterr().err
 
 
 MIRRORED = """
@@ -152,3 +154,16 @@ def test_mirrored_strategy_on_two_logical_cpus(shards, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert np.isfinite(float(run.stdout.split("loss")[-1]))
     assert keras.saving.load_model(tmp_path / "run" / "last.keras", compile=False).weights
+
+
+def test_evaluate_reports_pair_and_offset_figures_on_the_held_out_speakers(shards, tmp_path, capsys):
+    model_path = tmp_path / "tiny.keras"
+    save_model(build_model("tiny"), model_path)
+    assert main(["evaluate", str(shards), "--model", str(model_path), "--val-speakers", "E", "--vshift", "4"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    # speaker E's one 60-frame clip: 11 or 12 back-to-back windows, every one a pair
+    assert 11 <= figures["pairs"] <= 12
+    for key in ("pair_auc", "pair_accuracy", "offset_acc_1", "offset_acc_15"):
+        assert 0.0 <= figures[key] <= 1.0, key
+    assert main(["evaluate", str(tmp_path / "missing"), "--model", str(model_path)]) == 1
+    assert "no such folder" in capsys.readouterr().err

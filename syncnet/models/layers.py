@@ -6,7 +6,8 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="syncnet")
 class L2Distance(keras.layers.Layer):
-    """Euclidean distance between two batches of embeddings: (batch, d), (batch, d) -> (batch,).
+    """Euclidean distance between two batches of embeddings: (batch, d), (batch, d) -> (batch,);
+    the leading axes broadcast, so (b, k, 1, d) against (b, 1, k, d) gives all pairs (b, k, k).
 
     `epsilon` keeps the square root differentiable when the embeddings coincide.
     """
@@ -21,7 +22,9 @@ class L2Distance(keras.layers.Layer):
         return ops.sqrt(ops.maximum(squared, self.epsilon))
 
     def compute_output_shape(self, input_shape):
-        return input_shape[0][:-1]
+        a, b = (tuple(shape) for shape in input_shape)
+        a, b = (1,) * (len(b) - len(a)) + a, (1,) * (len(a) - len(b)) + b
+        return tuple(y if x == 1 else x for x, y in zip(a, b))[:-1]
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}

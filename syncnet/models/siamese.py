@@ -9,11 +9,11 @@ from .towers import build_audio_tower, build_visual_tower
 
 PRESETS = {
     # The paper's input (5 grayscale 112 px mouth crops, 13 x 20 MFCC), sized to train on a CPU.
-    "paper": dict(visual_input="mouth", width=0.5, embedding_dim=256, bn_epsilon=1e-3),
+    "paper": dict(visual_input="mouth", width=0.5, audio_width=0.25, embedding_dim=256, bn_epsilon=1e-3),
     # syncnet_python's public model, layer for layer (PyTorch BatchNorm epsilon), for its weights.
-    "syncnet_v2": dict(visual_input="face", width=1.0, embedding_dim=1024, bn_epsilon=1e-5),
+    "syncnet_v2": dict(visual_input="face", width=1.0, audio_width=1.0, embedding_dim=1024, bn_epsilon=1e-5),
     # A few thousand weights, for unit tests and smoke runs.
-    "tiny": dict(visual_input="mouth", width=0.0625, embedding_dim=16, bn_epsilon=1e-3),
+    "tiny": dict(visual_input="mouth", width=0.0625, audio_width=0.0625, embedding_dim=16, bn_epsilon=1e-3),
 }
 
 
@@ -30,6 +30,7 @@ class SyncNet(keras.Model):
         self,
         visual_input: str = "mouth",
         width: float = 0.5,
+        audio_width: float | None = None,
         embedding_dim: int = 256,
         bn_epsilon: float = 1e-3,
         preset: str | None = None,
@@ -38,11 +39,12 @@ class SyncNet(keras.Model):
         super().__init__(**kwargs)
         self.visual_input = visual_input
         self.width = width
+        self.audio_width = width if audio_width is None else audio_width
         self.embedding_dim = embedding_dim
         self.bn_epsilon = bn_epsilon
         self.preset = preset
         self.visual_tower = build_visual_tower(visual_input, width, embedding_dim, bn_epsilon)
-        self.audio_tower = build_audio_tower(width, embedding_dim, bn_epsilon)
+        self.audio_tower = build_audio_tower(self.audio_width, embedding_dim, bn_epsilon)
         self.l2_distance = L2Distance(name="l2_distance")
         self.head = SyncHead(name="head")
         self.head.build(())
@@ -76,16 +78,20 @@ class SyncNet(keras.Model):
         return self.audio_tower(mfcc, training=training)
 
     def call(self, inputs, training=None):
-        """`mfcc` (batch, 13, 20) pairs each window with one audio window: distance (batch,).
-        (batch, candidates, 13, 20) compares each with several (the multi-way loss): (batch, candidates)."""
+        """`frames` (batch, 5, H, W, C) with `mfcc` (batch, 13, 20) pairs each window with one audio
+        window: distance (batch,). Groups - frames (batch, k, 5, H, W, C) with mfcc (batch, k, 13, 20) -
+        compare every window of a group with every audio window of it (the multi-way loss), each
+        window and each audio window embedded once: distance (batch, k, k), [g, i, j] = frames i
+        against audio j of group g."""
         frames, mfcc = inputs["frames"], inputs["mfcc"]
-        visual = self.embed_frames(frames, training=training)
         if len(mfcc.shape) == 4:
-            candidates = mfcc.shape[1]
+            group = mfcc.shape[1]
+            visual = self.embed_frames(ops.reshape(frames, (-1, *self.frame_shape)), training=training)
             audio = self.embed_audio(ops.reshape(mfcc, (-1, *self.mfcc_shape)), training=training)
-            audio = ops.reshape(audio, (-1, candidates, self.embedding_dim))
-            visual = ops.repeat(visual[:, None, :], candidates, axis=1)
+            visual = ops.reshape(visual, (-1, group, 1, self.embedding_dim))
+            audio = ops.reshape(audio, (-1, 1, group, self.embedding_dim))
         else:
+            visual = self.embed_frames(frames, training=training)
             audio = self.embed_audio(mfcc, training=training)
         distance = self.l2_distance([visual, audio])
         return {"distance": distance, "probability": self.head(distance)}
@@ -94,6 +100,7 @@ class SyncNet(keras.Model):
         return {
             "visual_input": self.visual_input,
             "width": self.width,
+            "audio_width": self.audio_width,
             "embedding_dim": self.embedding_dim,
             "bn_epsilon": self.bn_epsilon,
             "preset": self.preset,

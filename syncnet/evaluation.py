@@ -1,0 +1,122 @@
+"""How good an expert is, on shards of speakers it never trained on.
+
+    syncnet evaluate SHARDS --model MODEL [--val-speakers A,B]
+
+Two figures, the ones the SyncNet papers and `syncnet train`'s validation report:
+
+- pair ROC-AUC and accuracy: the head's P(in sync) on half in-order, half shuffled pairs (each
+  negative is another clip's audio, as in the training recipe; its own audio 5+ frames away when no
+  other clip is at hand), every window of every segment once;
+- offset accuracy: the fraction of windows whose argmin distance over +-15 frames lands within +-1
+  frame of the truth, for single windows and for curves averaged over 15 consecutive windows.
+"""
+
+import json
+import math
+
+import numpy as np
+
+from . import data
+from . import hyperparameters as hp
+from .calibration import roc_auc
+from .models.siamese import SyncNet, load_model, predict_windows
+
+PAIR_BATCH = 64
+
+
+def window_embeddings(model: SyncNet, crops: np.ndarray, mfcc: np.ndarray, batch: int = 64):
+    """Embeddings of every 5-frame window of a crop sequence and of its aligned 20-step MFCC window.
+
+    crops: (n, H, W[, C]) uint8; mfcc: (13, >= 4 n + 16). Returns two (n - 4, d) arrays.
+    """
+    if crops.ndim == 3:
+        crops = crops[..., None]
+    count = len(crops) - hp.WINDOW_FRAMES + 1
+    frames, audio = [], []
+    for start in range(0, count, batch):
+        idx = np.arange(start, min(start + batch, count))
+        windows = np.stack([crops[i : i + hp.WINDOW_FRAMES] for i in idx]).astype(np.float32)
+        steps = np.stack(
+            [mfcc[:, 4 * i : 4 * i + hp.WINDOW_MFCC_STEPS] for i in idx]
+        ).astype(np.float32)
+        frames.append(model.embed_frames(windows).numpy())
+        audio.append(model.embed_audio(steps).numpy())
+    return np.concatenate(frames), np.concatenate(audio)
+
+
+def offset_accuracy(model: SyncNet, segments, vshift: int = hp.VSHIFT, averages=(1, 15), tolerance=1):
+    """Fraction of windows whose best offset in -vshift..vshift is within `tolerance` of 0.
+
+    For each average length k, distance curves of k consecutive windows are averaged before the
+    argmin (the papers' "context" evaluation). Only windows whose whole search range lies inside
+    the segment count, so no padding biases the result.
+    """
+    hits = {k: 0 for k in averages}
+    totals = {k: 0 for k in averages}
+    for crops, mfcc in segments:
+        visual, audio = window_embeddings(model, crops, mfcc)
+        n = len(visual)
+        if n < 2 * vshift + 1:
+            continue
+        # curves[i, j]: distance of frame window i to audio window i + j - vshift.
+        centres = np.arange(vshift, n - vshift)
+        curves = np.stack(
+            [np.linalg.norm(visual[centres] - audio[centres + s], axis=1) for s in range(-vshift, vshift + 1)],
+            axis=1,
+        )
+        for k in averages:
+            if len(curves) < k:
+                continue
+            kernel = np.ones(k) / k
+            averaged = np.stack(
+                [np.convolve(curves[:, j], kernel, mode="valid") for j in range(curves.shape[1])], axis=1
+            )
+            best = np.argmin(averaged, axis=1) - vshift
+            hits[k] += int(np.sum(np.abs(best) <= tolerance))
+            totals[k] += len(best)
+    return {k: hits[k] / totals[k] if totals[k] else float("nan") for k in averages}
+
+
+def pair_metrics(model: SyncNet, shards, seed: int = hp.SEED) -> dict:
+    """ROC-AUC and accuracy (P > 0.5) of the head on one seeded pass of in-order / shuffled pairs."""
+    pairs = data.make_pair_dataset(
+        shards, model.preset, PAIR_BATCH, seed=seed, hard_negative_fraction=0.0, augment=False, repeat=False
+    )
+    probabilities, labels = [], []
+    for inputs, label in pairs:
+        _, probability = predict_windows(model, inputs["frames"], inputs["mfcc"])
+        probabilities.append(probability)
+        labels.append(label.numpy())
+    probabilities, labels = np.concatenate(probabilities), np.concatenate(labels).astype(bool)
+    return {
+        "pair_auc": roc_auc(probabilities[labels], probabilities[~labels]),
+        "pair_accuracy": float(np.mean((probabilities > 0.5) == labels)),
+        "pairs": int(len(labels)),
+    }
+
+
+def evaluate(model: SyncNet, shards, vshift: int = hp.VSHIFT, seed: int = hp.SEED) -> dict:
+    """Pair and offset figures of `model` on `shards` (see the module's docstring)."""
+    accuracy = offset_accuracy(model, data.eval_segments(shards, model.preset), vshift)
+    return {**pair_metrics(model, shards, seed), "offset_acc_1": accuracy[1], "offset_acc_15": accuracy[15]}
+
+
+def configure_parser(parser):
+    parser.add_argument("data_dir", help="folder of shards made by `syncnet preprocess`")
+    parser.add_argument("--model", default=None, help="the .keras SyncNet (default: the shipped expert)")
+    parser.add_argument("--val-speakers", type=lambda text: [name for name in text.split(",") if name],
+                        help="evaluate only these speakers' shards (and whoever shares a clip with them); "
+                             "default: every shard")
+    parser.add_argument("--vshift", type=int, default=hp.VSHIFT)
+    parser.add_argument("--seed", type=int, default=hp.SEED, help="draws the shuffled pairs")
+
+
+def run_command(args) -> int:
+    shards = data.list_shards(args.data_dir)
+    if args.val_speakers:
+        _, shards = data.split_by_speaker(args.data_dir, val_speakers=args.val_speakers)
+    if not shards:
+        raise ValueError(f"no shards in {args.data_dir} (run `syncnet preprocess` first)")
+    figures = evaluate(load_model(args.model), shards, args.vshift, args.seed)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v for k, v in figures.items()}))
+    return 0
