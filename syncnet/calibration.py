@@ -27,15 +27,14 @@ fitted on. Without a calibration file the scorer keeps its placeholder rule (LSE
 
 import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import hyperparameters as hp
+from .files import atomic_output
 
 # Numbers of a scoring.TrackScore, each higher for a pair that is in sync (see `score_value`).
 SCORES = ("confidence", "confidence_at_zero", "sync_probability", "sync_probability_at_zero")
@@ -119,18 +118,10 @@ def load_calibration(path) -> Calibration:
 
 
 def save_calibration(calibration: Calibration, path):
-    """Write the JSON to a temporary file beside `path` and rename it into place."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(calibration.to_dict(), file, indent=2)
-            file.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """Write the JSON atomically (a temporary file beside `path`, then a rename)."""
+    with atomic_output(path) as temporary, open(temporary, "w") as file:
+        json.dump(calibration.to_dict(), file, indent=2)
+        file.write("\n")
 
 
 # --- Fitting ------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ shift is kept in memory, never the whole audio track.
 """
 
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import av
 import numpy as np
 
 from . import hyperparameters as hp
+from .files import atomic_output
 from .video import MediaError
 
 # The audio codec per container. Lossy encoders prepend "priming" samples; MP4's edit lists hide
@@ -65,15 +65,8 @@ def shift_audio(video, output, offset_frames: int):
     old file or the complete new one.
     """
     check_output(video, output)
-    output = Path(output)
-    handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}.", suffix=output.suffix)
-    os.close(handle)
-    try:
+    with atomic_output(output) as temporary:
         _remux_with_shifted_audio(Path(video), temporary, offset_frames)
-        os.replace(temporary, output)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def _remux_with_shifted_audio(video: Path, output: str, offset_frames: int):

@@ -22,7 +22,6 @@ import functools
 import json
 import os
 import sys
-import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import hyperparameters as hp
+from .files import atomic_output
 
 # A video counts as in sync when its offset is within a frame of 0 and the sync is trustworthy: by
 # the model's calibration (`syncnet calibrate`; `load_model` attaches the shipped expert's) when it has one,
@@ -641,15 +641,8 @@ def write_csv(results, path):
         "min_dist": float(np.mean([r.min_dist for r in scored])) if scored else None,
         "confidence": float(np.mean([r.confidence for r in scored])) if scored else None,
     }
-    handle, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            for row in [result.to_dict() for result in results] + [mean_row]:
-                writer.writerow({key: "" if value is None else value for key, value in row.items()})
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    with atomic_output(path) as temporary, open(temporary, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in [result.to_dict() for result in results] + [mean_row]:
+            writer.writerow({key: "" if value is None else value for key, value in row.items()})

@@ -31,13 +31,13 @@ import functools
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import hyperparameters as hp
+from .files import atomic_output
 
 DEFAULT_SMOOTH_FRAMES = 25
 # Relative confidence a face needs to be speaking. Measured on the tiny test model (tests/
@@ -319,15 +319,8 @@ def write_annotated(result: SpeakerResult, output):
 
     check_annotate_output(result.video, output)
     media = load_media(result.video)
-    output = Path(output)
-    handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}.", suffix=output.suffix)
-    os.close(handle)
-    try:
+    with atomic_output(output) as temporary:
         _encode_annotated(result, media, temporary)
-        os.replace(temporary, output)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def _encode_annotated(result: SpeakerResult, media, path: str):

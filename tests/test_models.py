@@ -122,7 +122,7 @@ def test_float16_storage_halves_the_file_and_keeps_outputs_close(tmp_path):
     before = model.embed_frames(frames).numpy()
     after = loaded.embed_frames(frames).numpy()
     assert np.abs(after - before).max() <= 1e-2 * np.abs(before).max()
-    assert list(tmp_path.iterdir()) and not [p for p in tmp_path.iterdir() if p.name.startswith(".saving-")]
+    assert list(tmp_path.iterdir()) and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_groups_compare_every_window_with_every_audio_window_and_the_multiway_loss():

@@ -160,22 +160,16 @@ def save_model(model: SyncNet, path, *, float16_weights: bool = False):
     float32, a relative change of ~1e-3 in the distances) - how the shipped expert is stored.
     """
     import os
-    import tempfile
+
+    from ..files import atomic_output
 
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"model files end in .keras, got {path}")
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=directory, prefix=".saving-")
-    os.close(fd)
-    try:
-        model.save(tmp)
+    with atomic_output(path) as temporary:
+        model.save(temporary)
         if float16_weights:
-            _store_weights_as_float16(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            _store_weights_as_float16(temporary)
 
 
 def _store_weights_as_float16(keras_file: str):
