@@ -20,8 +20,9 @@ noisy distances even then, so the numbers read at offset 0 tend to separate bett
 model and eight 2 s synthetic clips (all 56 swaps), ROC-AUC 0.81 for `confidence`, 0.975 for
 `sync_probability`, 0.987 for `confidence_at_zero` and 1.0 for `sync_probability_at_zero`.
 
-There is no default calibration: a threshold means something only for the model and footage it was
-fitted on. Without a calibration file the scorer keeps its placeholder rule (LSE-C above
+A threshold means something only for the model and footage it was fitted on: the shipped expert
+carries its own (`syncnet/weights/paper.calibration.json`, attached by `load_model()`); any other
+model without a calibration file keeps the scorer's placeholder rule (LSE-C above
 `scoring.IN_SYNC_MIN_CONFIDENCE`).
 """
 

@@ -536,8 +536,8 @@ def configure_parser(parser):
     parser.add_argument("--model", default=None, metavar="NAME_OR_PATH", help="a .keras SyncNet (default: the shipped expert)")
     parser.add_argument("--vshift", type=int, default=hp.VSHIFT, help="search offsets -N..N frames (default %(default)s)")
     parser.add_argument("--calibration", metavar="JSON",
-                        help="the in-sync / tampered verdict fitted by `syncnet calibrate` (default: the model's own: "
-                             "the shipped expert's, once there is one)")
+                        help="the in-sync / tampered verdict fitted by `syncnet calibrate` (default: the model's own; "
+                             "the shipped expert has one)")
     parser.add_argument("--min-confidence", type=float, default=IN_SYNC_MIN_CONFIDENCE,
                         help="without a calibration: LSE-C above which an offset within 1 frame counts as in sync "
                              "(default %(default)s)")

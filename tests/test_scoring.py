@@ -284,6 +284,21 @@ def test_cli_bad_model_or_option_is_one_line_on_stderr_and_exit_1(clips, tmp_pat
     assert run.stderr.count("\n") == 1 and run.stderr.startswith("syncnet score: error: model file not found")
 
 
+def test_the_shipped_expert_loads_with_its_calibration_and_scores_by_default(clips, tmp_path):
+    from syncnet import load_model
+    from syncnet.calibration import load_calibration
+    from syncnet.models.siamese import default_calibration_path
+
+    model = load_model()
+    assert model.preset == "paper" and all(w.dtype == "float32" for w in model.weights)
+    assert model.calibration == load_calibration(default_calibration_path())
+    assert default_model_path().stat().st_size < 4 * 2**20  # a few MB, float16 storage
+    run = run_cli("score", clips("delay_0.mp4", audio_shift_frames=0), "--json", cwd=tmp_path)
+    result = json.loads(run.stdout)
+    assert run.returncode == 0 and result["status"] == "ok" and result["model"] == "default"
+    assert result["tampered"] is not None  # the shipped calibration's P(tampered)
+
+
 # --- the real clips (research data, skipped when absent) -----------------------------------------
 
 
