@@ -302,10 +302,10 @@ def make_offset_dataset(
     1..2 max_shift frames away - the offset search `syncnet score` does, as a training task - while
     each audio window is embedded once, not once per candidate. A segment gives back-to-back groups
     from a random first frame; one shorter than k + 4 frames gives none."""
-    if group_size < 2:
-        raise ValueError(f"group_size must be >= 2, got {group_size}")
     if max_shift < 1:
         raise ValueError(f"max_shift must be >= 1 frame, got {max_shift}")
+    if not 2 <= group_size <= 2 * max_shift + 1:
+        raise ValueError(f"group_size must be in 2..{2 * max_shift + 1} (distinct windows within the offset search), got {group_size}")
     groups = _shuffled_windows(
         shards, preset, seed, repeat, lambda segment, index: _cut_groups(segment, seed, index, group_size, max_shift), group_size
     )

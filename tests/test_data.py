@@ -165,9 +165,10 @@ def test_offset_groups_need_segments_of_group_size_windows(shards):
     _, paths, segments = shards
     longest = max(segment.num_frames for segment in segments)
     too_big = longest - hp.WINDOW_FRAMES + 2  # one window more than the longest segment has
-    assert not list(data.make_offset_dataset(paths, batch_size=1, group_size=too_big, augment=False, repeat=False))
-    with pytest.raises(ValueError, match="group_size"):
-        data.make_offset_dataset(paths, group_size=1)
+    assert not list(data.make_offset_dataset(paths, batch_size=1, group_size=too_big, max_shift=too_big, augment=False, repeat=False))
+    for group_size in (1, 2 * 6 + 2):  # a group must fit in the offset search
+        with pytest.raises(ValueError, match="group_size"):
+            data.make_offset_dataset(paths, group_size=group_size, max_shift=6)
 
 
 def test_hard_negative_fraction_extremes(shards):
