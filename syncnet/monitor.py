@@ -21,8 +21,10 @@ SOURCE is a file, an HLS playlist (.m3u8) or any URL FFmpeg opens (rtmp://, rtsp
   stream (a VOD playlist) ends the monitor; so does Ctrl-C. Both print a summary and exit 0.
 """
 
+import contextlib
 import json
 import queue
+import signal
 import sys
 import threading
 import time
@@ -320,8 +322,12 @@ class ReadAhead:
         self.stopped.set()
 
     def __iter__(self) -> Iterator[Chunk]:
-        while True:
-            item = self.waiting.get()
+        """The chunks, until the stream ends or `stop()` is called (checked every 0.2 s)."""
+        while not self.stopped.is_set():
+            try:
+                item = self.waiting.get(timeout=0.2)
+            except queue.Empty:
+                continue
             if item is self._END:
                 return
             if isinstance(item, BaseException):
@@ -463,6 +469,33 @@ def configure_parser(parser):
     parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES, help="reconnections in a row before giving up (default %(default)s)")
 
 
+@contextlib.contextmanager
+def stop_on_interrupt(chunks: ReadAhead):
+    """Within the block, Ctrl-C stops `chunks` after the chunk being scored (a second one raises
+    KeyboardInterrupt); yields the Event that tells whether it was pressed.
+
+    A flag rather than the default KeyboardInterrupt, which can land anywhere inside the scoring
+    (TensorFlow, dlib, PyAV calls): in the test suite, under load, a Ctrl-C sent while a chunk was
+    being scored was now and then lost and the monitor ran to the end of the stream. With the flag
+    the chunk being scored finishes, is reported, and the monitor ends.
+    """
+    pressed = threading.Event()
+
+    def on_interrupt(signum, frame):
+        if pressed.is_set():
+            raise KeyboardInterrupt
+        pressed.set()
+        chunks.stop()
+
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = signal.signal(signal.SIGINT, on_interrupt) if in_main_thread else None
+    try:
+        yield pressed
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
 def run_command(args) -> int:
     from .models.siamese import load_model
 
@@ -478,19 +511,20 @@ def run_command(args) -> int:
     model = load_model(args.model)  # first: a chunk's lag should not include it
     chunks = ReadAhead(read_chunks(args.source, args.chunk, timeout=args.timeout, retries=args.retries, on_retry=on_retry))
     rolling, reports, began = RollingOffset(args.window), [], time.monotonic()
-    interrupted, failure = False, None
-    try:
-        for chunk in chunks:
-            report = score_chunk(chunk, len(reports), model, rolling, vshift=args.vshift, min_confidence=args.min_confidence)
-            reports.append(report)
-            emit(json.dumps(asdict(report)) if args.json else report.line())
-    except KeyboardInterrupt:
-        interrupted = True
-    except StreamError as error:  # the stream is gone: say what was seen, then why it ended
-        failure = error
-    finally:
-        chunks.stop()
-    numbers = summary(reports, dropped=chunks.dropped, wall_seconds=time.monotonic() - began, interrupted=interrupted)
+    failure = None
+    with stop_on_interrupt(chunks) as interrupted:
+        try:
+            for chunk in chunks:
+                report = score_chunk(chunk, len(reports), model, rolling, vshift=args.vshift, min_confidence=args.min_confidence)
+                reports.append(report)
+                emit(json.dumps(asdict(report)) if args.json else report.line())
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once
+            pass
+        except StreamError as error:  # the stream is gone: say what was seen, then why it ended
+            failure = error
+        finally:
+            chunks.stop()
+    numbers = summary(reports, dropped=chunks.dropped, wall_seconds=time.monotonic() - began, interrupted=interrupted.is_set())
     emit(json.dumps(numbers) if args.json else summary_line(numbers))
     if failure:
         raise failure
