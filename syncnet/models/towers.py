@@ -67,8 +67,9 @@ FACE_PLAN_2D = (
 )
 
 # The `paper` preset's lip tower: 112 px grayscale mouth crops, averaged 2 x 2 to 56 px (sync lives
-# in the lips' opening and shape, not in texture), then syncnet_python's plan with one 3 x 3 conv
-# fewer: 31 M multiply-adds per window, against 71 M for the full plan on 112 px at the same width.
+# in the lips' opening and shape, not in texture), then a plan of syncnet_python's shape (conv 96,
+# pool, conv 256, pool, 3 x 3 convs, pool, conv 512) with smaller kernels and one 3 x 3 conv fewer:
+# 31 M multiply-adds per window, against 71 M for syncnet_python's plan on 112 px at the same width.
 # (The preset's audio tower, at a quarter width, costs 15 M against 61 M at half width.)
 MOUTH_PLAN_2D = (
     Conv(96, (5, 5), strides=2, padding=2),  # 56 -> 28
@@ -144,16 +145,16 @@ def build_visual_tower(
     frames = hp.WINDOW_FRAMES
     if visual_input == "mouth":
         size, channels, plan = hp.MOUTH_CROP_SIZE, 1, MOUTH_PLAN_2D
-        scaling = [keras.layers.Rescaling(1.0 / 127.5, offset=-1.0), keras.layers.AveragePooling2D(2)]
+        stem = [keras.layers.Rescaling(1.0 / 127.5, offset=-1.0), keras.layers.AveragePooling2D(2)]
     elif visual_input == "face":
-        size, channels, plan, scaling = hp.FACE_CROP_SIZE, 3, FACE_PLAN_2D, []
+        size, channels, plan, stem = hp.FACE_CROP_SIZE, 3, FACE_PLAN_2D, []
     else:
         raise ValueError(f"visual_input must be 'mouth' or 'face', got {visual_input!r}")
     layers = [
         keras.Input((frames, size, size, channels)),
         keras.layers.Permute((2, 3, 1, 4)),  # (H, W, frames, C)
         keras.layers.Reshape((size, size, frames * channels)),  # the frames become channels
-        *scaling,
+        *stem,
         *conv_stack(plan, width, bn_epsilon, "visual"),
     ]
     layers += embedding_mlp(max(1, round(512 * width)), embedding_dim, bn_epsilon, "visual")
