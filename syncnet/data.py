@@ -407,7 +407,7 @@ def _cut_groups(segment, seed, index, group_size, max_shift):
     positions = tf.shape(crops)[0] - hp.WINDOW_FRAMES + 1  # first frames 0..positions - 1
     span = tf.minimum(positions, 2 * max_shift + 1)
     phase_seed, pick_seed = tf.unstack(_seeds(seed, index, 2))
-    phase = tf.random.stateless_uniform([], phase_seed, 0, tf.maximum(positions - span + 1, 1), tf.int32)
+    phase = tf.random.stateless_uniform([], phase_seed, 0, positions - span + 1, tf.int32)  # span <= positions
     phase = tf.minimum(phase, span - 1)
     span_starts = tf.range(phase, positions - span + 1, span)
     span_starts = span_starts[: tf.where(span >= group_size, tf.shape(span_starts)[0], 0)]
