@@ -118,5 +118,6 @@ def run_command(args) -> int:
     if not shards:
         raise ValueError(f"no shards in {args.data_dir} (run `syncnet preprocess` first)")
     figures = evaluate(load_model(args.model), shards, args.vshift, args.seed)
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v for k, v in figures.items()}))
+    # a figure with nothing to measure (no pair of one label, no segment long enough) is NaN: null in JSON
+    print(json.dumps({k: (round(v, 4) if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in figures.items()}))
     return 0
