@@ -3,12 +3,15 @@
     python bench/bench_models.py [--batch 32] [--seconds 10]
 
 Figures are reported raw and as ratios against the syncnet_v2 forward pass measured in the same
-process (the baseline), so runs on busy or different machines stay comparable.
+process (the baseline), so runs on busy or different machines stay comparable. With PyTorch
+installed, syncnet_python's own network runs too: the reference our syncnet_v2 preset converts.
 """
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -71,6 +74,27 @@ def sync_loss_step(model, batch):
     return step
 
 
+def syncnet_python_forward(batch):
+    """syncnet_python's own network (tests/test_convert.py copies its SyncNetModel.py) in PyTorch,
+    both towers as its evaluate() runs them; None without PyTorch (pip install 'syncnet[convert]')."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_convert import syncnet_python_model, torch_audio_embeddings, torch_lip_embeddings
+
+    model = syncnet_python_model(torch).eval()
+    frames = torch.rand(batch, 3, 5, 224, 224) * 255
+    mfcc = torch.randn(batch, 1, 13, 20) * 10
+
+    def forward():
+        with torch.no_grad():
+            return torch_lip_embeddings(model, frames), torch_audio_embeddings(model, mfcc)
+
+    return forward
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -87,6 +111,9 @@ def main():
         results[f"{preset} sync loss (96px RGB in [-1,1]) + grad"] = samples_per_second(
             sync_loss_step(model, args.batch), args.batch, args.seconds
         )
+    syncnet_python = syncnet_python_forward(args.batch)
+    if syncnet_python:
+        results["syncnet_python's network in PyTorch, forward"] = samples_per_second(syncnet_python, args.batch, args.seconds)
     baseline = results["syncnet_v2 forward"]
     for name, rate in results.items():
         print(f"{name:48s} {rate:8.1f} samples/s   {rate / baseline:5.2f}x syncnet_v2 forward")

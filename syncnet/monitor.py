@@ -23,7 +23,6 @@ SOURCE is a file, an HLS playlist (.m3u8) or any URL FFmpeg opens (rtmp://, rtsp
 
 import contextlib
 import json
-import queue
 import signal
 import sys
 import threading
@@ -35,6 +34,7 @@ from typing import Iterator
 import numpy as np
 
 from . import hyperparameters as hp
+from .background import ReadAhead
 
 DEFAULT_CHUNK_SECONDS = 4.0
 DEFAULT_TIMEOUT = 10.0  # s without data before a stream counts as stalled
@@ -77,8 +77,10 @@ class Chunk:
     def duration(self) -> float:
         return self.num_frames / hp.VIDEO_FPS
 
-    def frames(self) -> Iterator[np.ndarray]:
-        return (frame.to_ndarray(format="rgb24") for frame in self.video_frames)
+    def frames(self, gray: bool = False) -> Iterator[np.ndarray]:
+        from .video import to_array
+
+        return (to_array(frame, gray) for frame in self.video_frames)
 
 
 # --- Reading ----------------------------------------------------------------------------------
@@ -279,62 +281,6 @@ class _AudioTimeline:
         return np.clip(out, -1.0, 1.0)
 
 
-class ReadAhead:
-    """Iterates over chunks read by a daemon thread, one chunk ahead of the scoring; the reader's
-    exception is raised here. When scoring falls behind a live stream, the chunk waiting is replaced
-    by the newer one (counted in `dropped`): reports stay near the live edge instead of lagging
-    more and more. A file or a VOD waits for the scoring instead."""
-
-    _END = object()
-
-    def __init__(self, chunks: Iterator[Chunk]):
-        self.waiting = queue.Queue(maxsize=1)
-        self.stopped = threading.Event()
-        self.dropped = 0
-        threading.Thread(target=self._read, args=(chunks,), name="syncnet-monitor-reader", daemon=True).start()
-
-    def _read(self, chunks):
-        try:
-            for chunk in chunks:
-                if chunk.live:
-                    try:
-                        self.waiting.get_nowait()  # only this thread puts, so the put below cannot block
-                        self.dropped += 1
-                    except queue.Empty:
-                        pass
-                if not self._hand_over(chunk):
-                    return
-            self._hand_over(self._END)
-        except BaseException as error:  # StreamError, or a bug: the scoring side raises it
-            self._hand_over(error)
-
-    def _hand_over(self, item) -> bool:
-        while not self.stopped.is_set():
-            try:
-                self.waiting.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def stop(self):
-        """Let the reader end (at its next chunk, or its next read time-out)."""
-        self.stopped.set()
-
-    def __iter__(self) -> Iterator[Chunk]:
-        """The chunks, until the stream ends or `stop()` is called (checked every 0.2 s)."""
-        while not self.stopped.is_set():
-            try:
-                item = self.waiting.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-
 # --- Scoring ----------------------------------------------------------------------------------
 
 
@@ -509,7 +455,14 @@ def run_command(args) -> int:
         print(f"syncnet monitor: {message}", file=sys.stderr, flush=True)
 
     model = load_model(args.model)  # first: a chunk's lag should not include it
-    chunks = ReadAhead(read_chunks(args.source, args.chunk, timeout=args.timeout, retries=args.retries, on_retry=on_retry))
+    # one chunk ahead of the scoring; when the scoring falls behind a live stream, the waiting chunk
+    # is replaced by the newer one (counted in `dropped`): reports stay near the live edge instead of
+    # lagging more and more. A file or a VOD waits for the scoring instead.
+    chunks = ReadAhead(
+        read_chunks(args.source, args.chunk, timeout=args.timeout, retries=args.retries, on_retry=on_retry),
+        replaces_waiting=lambda chunk: chunk.live,
+        name="syncnet-monitor-reader",
+    )
     rolling, reports, began = RollingOffset(args.window), [], time.monotonic()
     failure = None
     with stop_on_interrupt(chunks) as interrupted:

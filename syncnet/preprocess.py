@@ -120,7 +120,7 @@ def preprocess_video(path, preset: str = "paper", audio_path=None, *, clip: str 
     if usable_frames < hp.WINDOW_FRAMES:
         raise MediaError(f"{path}: only {usable_frames} frames with audio; need at least {hp.WINDOW_FRAMES}")
 
-    tracking = find_face_tracks(media.frames(0, usable_frames))
+    tracking = find_face_tracks(media.frames(0, usable_frames, gray=True))
     tracks = [track for track in tracking.tracks if track.end - track.start >= hp.WINDOW_FRAMES]
     if not tracks:
         frames_without = ", ".join(f"{reason} {count}" for reason, count in sorted(tracking.skipped.items()))

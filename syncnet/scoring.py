@@ -210,8 +210,9 @@ def score_media(
     progress: bool = False,
 ) -> ScoreResult:
     """`score_video` on media already open: anything with `path`, `audio` (16 kHz mono float32,
-    sample 0 at frame 0), `num_frames` and `frames()` (a fresh iterator of RGB uint8 frames at 25 fps
-    on every call) - a video.Media, or a chunk of a live stream held in memory."""
+    sample 0 at frame 0), `num_frames` and `frames(gray=False)` (a fresh iterator of uint8 frames at
+    25 fps on every call: RGB (H, W, 3), or with gray=True their luma (H, W), which the face
+    tracking reads) - a video.Media, or a chunk of a live stream held in memory."""
     model, model_name = _resolve_model(model)
     verdict = Verdict(_resolve_calibration(calibration) or model.calibration, min_confidence)
     if vshift < 0:
@@ -300,7 +301,7 @@ def plan_tracks(media, vshift: int, progress: bool = False) -> TrackPlans:
             f"need at least {hp.WINDOW_FRAMES + 1}"
         )
 
-    tracking = find_face_tracks(_progress(media.frames(), media.num_frames, "faces", progress))
+    tracking = find_face_tracks(_progress(media.frames(gray=True), media.num_frames, "faces", progress))
     if not tracking.tracks:
         raise ValueError(f"{path}: no face found")
     warnings, plans = [], {}

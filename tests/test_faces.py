@@ -1,6 +1,8 @@
 """Face tracks, landmarks and crops with the real dlib models, on a still portrait, synthetic clips
 (real encoders and decoder) and, when present, syncnet_python's own example clip."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -159,6 +161,38 @@ def on_canvas(frame: np.ndarray, left: int, width: int = 320) -> np.ndarray:
     canvas[:] = BACKGROUND_RGB
     canvas[:, left : left + frame.shape[1]] = frame
     return canvas
+
+
+def test_decoded_gray_frames_give_the_tracks_of_rgb_frames(tmp_path):
+    """Scoring tracks faces on the luma plane it decodes (`frames(gray=True)`); RGB frames are
+    converted to gray here. The two agree to within the luma rounding."""
+    path = tmp_path / "one_face.mp4"
+    write_clip(path, seconds=1, size=(224, 224))
+    media = load_media(path)
+    from_rgb, from_gray = find_face_tracks(media.frames()), find_face_tracks(media.frames(gray=True))
+    assert [(track.start, track.end) for track in from_gray.tracks] == [(track.start, track.end) for track in from_rgb.tracks] == [(0, 25)]
+    np.testing.assert_allclose(from_gray.tracks[0].mouth_boxes(), from_rgb.tracks[0].mouth_boxes(), atol=1.5)
+
+
+def test_tracking_in_several_threads_at_once(one_face):
+    """dlib's detector keeps scratch buffers (two threads sharing one crash the process): each
+    call borrows detectors of its own, and the results do not depend on what else runs."""
+    frames = one_face[0][:30]
+    expected = find_face_tracks(frames).tracks[0].landmarks
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: find_face_tracks(frames), range(3)))
+    for result in results:
+        np.testing.assert_array_equal(only_track(result).landmarks, expected)
+
+
+def test_landmarks_between_predictions_are_interpolated(one_face):
+    """The shape predictor runs on every 2nd frame of a track; the frames between get the mean of
+    their neighbours' landmarks, and every frame the face was found in counts as detected."""
+    frames, _ = one_face
+    track = only_track(find_face_tracks(frames[:21]))
+    assert track.detected.all()
+    odd = track.landmarks[1:-1:2]
+    np.testing.assert_allclose(odd, (track.landmarks[0:-2:2] + track.landmarks[2::2]) / 2, atol=1e-4)
 
 
 def test_jump_ends_the_track(one_face):

@@ -117,10 +117,10 @@ def test_score_media_scores_frames_held_in_memory_as_score_video_scores_the_file
 
     class InMemory:  # what a live-stream chunk offers: no file behind the frames
         path, audio, num_frames = "chunk 0", media.audio, media.num_frames
-        frames_held = list(media.frames())
+        frames_held = {gray: list(media.frames(gray=gray)) for gray in (False, True)}
 
-        def frames(self):
-            return iter(self.frames_held)
+        def frames(self, gray=False):
+            return iter(self.frames_held[gray])
 
     from_memory = score_media(InMemory(), trained_tiny_model)
     from_file = score_video(clip, trained_tiny_model)

@@ -8,8 +8,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
-from synthetic import speech_audio, speech_envelope, write_clip, write_frames
+from synthetic import FACE_PNG, speech_audio, speech_envelope, write_clip, write_frames
 from syncnet import hyperparameters as hp
 from syncnet.video import MediaError, is_silent, load_audio, load_media
 
@@ -87,6 +88,39 @@ def test_frames_streams_and_seeks(tmp_path):
     assert list(media.frames(75)) == []
     frame = next(media.frames(3))
     assert frame.dtype == np.uint8 and frame.shape == (media.height, media.width, 3) == (48, 128, 3)
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of RGB frames, what a grayscale conversion of the decoded RGB gives."""
+    return rgb.astype(float) @ np.array([0.299, 0.587, 0.114])
+
+
+@pytest.mark.parametrize("pixel_format", ["yuv420p", "yuvj420p", "yuv444p", "rgb24"])
+def test_gray_frames_are_the_luma_of_the_rgb_frames(tmp_path, pixel_format):
+    """gray=True reads the Y plane of 8-bit YUV video (range-expanded when it is limited range), or
+    lets FFmpeg convert other formats: either way the luma of the RGB frames, to within rounding."""
+    portrait = np.asarray(Image.open(FACE_PNG).convert("RGB").resize((96, 64)))
+    path = tmp_path / "portrait.mkv"
+    with av.open(str(path), mode="w") as container:
+        video = container.add_stream("libx264rgb" if pixel_format == "rgb24" else "libx264", rate=25, options={"crf": "12"})
+        video.width, video.height, video.pix_fmt = 96, 64, pixel_format
+        for shift in range(10):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(np.roll(portrait, shift, axis=1), format="rgb24")))
+        container.mux(video.encode(None))
+    write_wav(tmp_path / "audio.wav", speech_audio(speech_envelope(10))[:, None], 16000)
+
+    media = load_media(path, tmp_path / "audio.wav")
+    for rgb, gray in zip(media.frames(), media.frames(gray=True), strict=True):
+        assert gray.dtype == np.uint8 and gray.shape == (64, 96)
+        difference = np.abs(gray - luma(rgb))
+        assert difference.mean() < 1.5 and np.percentile(difference, 99) < 6
+
+
+def test_gray_frames_of_a_frame_folder(tmp_path):
+    write_vidtimit(tmp_path / "head", [f"{number:03d}" for number in range(1, 7)])  # JPEG frames: full-range yuvj420p
+    media = load_media(tmp_path / "head")
+    rgb, gray = next(media.frames()), next(media.frames(gray=True))
+    assert gray.shape == (48, 128) and np.abs(gray - luma(rgb)).mean() < 1.5
 
 
 def burst_envelope(num_frames, loud_frame):
