@@ -4,8 +4,10 @@
 
 Clips: synthetic talking heads at 224x224 and 1280x720 (tests/synthetic.py; the 720p one is a wide
 shot, the face about 130 px wide), plus any real clips passed with --clip. Each stage is timed on its
-own over the decoded frames held in memory, and decoding is timed separately, so the figures add up
-to the cost of scoring a video (decode twice + track + crop). Frames per CPU second of this process.
+own over the decoded frames held in memory (grayscale for the tracking, RGB for the crops, as
+score_video decodes them), and decoding (grayscale) is timed separately. Frames per CPU second of
+this process, all its threads: the tracking's threads overlap, so its wall-clock time is shorter
+(bench_scoring.py times that).
 """
 
 import argparse
@@ -47,8 +49,9 @@ def timed(function):
 
 def bench(name, path):
     media = load_media(path)
-    frames, decode_seconds = timed(lambda: list(media.frames()))
-    result, track_seconds = timed(lambda: find_face_tracks(frames))
+    gray, decode_seconds = timed(lambda: list(media.frames(gray=True)))
+    frames = list(media.frames())
+    result, track_seconds = timed(lambda: find_face_tracks(gray))
     covered = sum(track.end - track.start for track in result.tracks)
     row = [f"{name:<28}", f"{media.width}x{media.height}", f"{len(frames):>5} frames", f"tracks {len(result.tracks)}, covered {covered}",
            f"decode {len(frames) / decode_seconds:6.1f} fps", f"track {len(frames) / track_seconds:6.1f} fps"]
@@ -63,6 +66,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=4.0, help="length of the synthetic clips")
     parser.add_argument("--clip", action="append", default=[], help="a real video to time as well")
     args = parser.parse_args()
+    find_face_tracks([np.zeros((64, 64), np.uint8)] * 5)  # loads dlib's models (2-3 s, once per process) outside the clock
     with tempfile.TemporaryDirectory() as folder:
         close_up, face_230, wide = (Path(folder, name) for name in ("close_up_224.mp4", "face_230.mp4", "wide_720p.mp4"))
         write_clip(close_up, seconds=args.seconds, size=(224, 224))

@@ -12,8 +12,8 @@ up. Two ways of running it:
 
 - on the whole frame, resized so its longer side is `detect_size` px, every `redetect_every`
   frames, at a shot cut, and when a track lost its face: it finds new faces. The HOG cost grows with
-  the pixel count (measured on 2 CPU cores: 4 ms at 224x126, 20 ms at 480x270, 84 ms at 960x540,
-  340 ms at 1920x1080). A 480 px detector would only see faces of 213 px and up in a 720p frame and
+  the pixel count (measured on one core of this project's CPU, on grayscale: 3 ms at 224x126, 14 ms
+  at 480x270, 43 ms at 960x540, 170 ms at 1920x1080). A 480 px detector would only see faces of 213 px and up in a 720p frame and
   320 px in 1080p; the talking-head faces in our 720p clips are 87-216 px wide, so the default is
   960 px (faces from 107 px in 720p, 160 px in 1080p, and any face in smaller videos) - affordable
   because it runs on one frame in ten.
@@ -24,7 +24,7 @@ up. Two ways of running it:
 
 Decoding, the cut test and the periodic whole-frame detection run a few frames ahead in a thread:
 dlib's detector lets go of the GIL, so on 2 cores they overlap the following. All of it runs on
-grayscale frames, on which dlib's detector is 1.8x faster than on RGB and finds the same faces.
+grayscale frames, on which dlib's detector is 1.2-1.4x faster than on RGB, with the same boxes.
 
 HOG boxes jitter from frame to frame; lip landmarks much less: crops are placed from landmarks and
 smoothed over time. Faces are joined into tracks by box overlap; a track ends at a shot cut (a
@@ -227,7 +227,7 @@ def find_face_tracks(
 @dataclass
 class _LookedOver:
     index: int
-    gray: np.ndarray  # (H, W) uint8: dlib's HOG detector runs 1.8x faster than on RGB, and finds the same faces
+    gray: np.ndarray  # (H, W) uint8
     is_cut: bool
     whole_frame_boxes: list | None = None  # where the whole-frame detection ran
 
@@ -264,9 +264,10 @@ def _skipped_frames(frame_status: bytearray, tracks: list[FaceTrack]) -> dict[st
 def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
     """Pass 2: (frame index, {track_id: crop}) for every frame where at least one track is active.
 
-    kind "mouth": (112, 112) uint8 grayscale mouth crops. kind "face": (224, 224, 3) uint8 RGB face
-    crops as syncnet_python's run_pipeline.py makes them (its network reads them as BGR: flip the
-    channels before feeding its weights). `frames` must be the same frames `find_face_tracks` saw.
+    kind "mouth": (112, 112) uint8 grayscale mouth crops, from grayscale (H, W) frames or RGB ones.
+    kind "face": (224, 224, 3) uint8 RGB face crops as syncnet_python's run_pipeline.py makes them
+    (its network reads them as BGR: flip the channels before feeding its weights), from RGB frames.
+    `frames` must be the frames `find_face_tracks` saw (`frames_to_crop` decodes them as needed).
     """
     if kind == "mouth":
         boxes = {track.track_id: track.mouth_boxes() for track in tracks}
@@ -284,10 +285,18 @@ def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str
                 box = boxes[track.track_id][index - track.start]
                 if kind == "mouth":
                     crops[track.track_id] = _resized(_crop(frame, box, fill=0), hp.MOUTH_CROP_SIZE, grayscale=True)
-                else:
+                elif frame.ndim == 3:
                     crops[track.track_id] = _resized(_crop(frame, box, fill=FACE_PAD_VALUE), hp.FACE_CROP_SIZE)
+                else:
+                    raise ValueError(f"frame {index}: face crops are RGB and need RGB (H, W, 3) frames, got {frame.shape}")
         if crops:
             yield index, crops
+
+
+def frames_to_crop(media, kind: str) -> Iterator[np.ndarray]:
+    """`media.frames()` as `crop_tracks` needs them for `kind` crops: the luma for mouths (the
+    decoding costs half as much), RGB for faces."""
+    return media.frames(gray=kind == "mouth")
 
 
 # --- Tracks under construction -----------------------------------------------------------------
@@ -488,7 +497,7 @@ def _crop(frame: np.ndarray, box, fill: int) -> np.ndarray:
     """frame[y0:y1, x0:x1] for a box in whole pixels, filled with `fill` where it leaves the frame."""
     x0, y0, x1, y1 = (int(round(value)) for value in box)
     height, width = frame.shape[:2]
-    crop = np.full((max(y1 - y0, 1), max(x1 - x0, 1), 3), fill, np.uint8)
+    crop = np.full((max(y1 - y0, 1), max(x1 - x0, 1), *frame.shape[2:]), fill, np.uint8)
     inside_x0, inside_y0 = max(x0, 0), max(y0, 0)
     inside_x1, inside_y1 = min(x1, width), min(y1, height)
     if inside_x1 > inside_x0 and inside_y1 > inside_y0:
@@ -499,6 +508,6 @@ def _crop(frame: np.ndarray, box, fill: int) -> np.ndarray:
 def _resized(crop: np.ndarray, size: int, grayscale: bool = False) -> np.ndarray:
     """Square `size` px, bilinear (PIL widens the filter when shrinking, so no aliasing)."""
     image = Image.fromarray(crop)
-    if grayscale:
+    if grayscale and image.mode != "L":
         image = image.convert("L")  # ITU-R 601 luma, the weights cv2's BGR2GRAY uses
     return np.asarray(image.resize((size, size), Image.BILINEAR))

@@ -45,7 +45,7 @@ from tqdm import tqdm
 from . import hyperparameters as hp
 from .audio import mfcc
 from .data import COMPRESSION, MANIFEST, MFCC_TAIL, Segment, crop_shape, encode_segment, read_manifest
-from .faces import crop_tracks, find_face_tracks
+from .faces import crop_tracks, find_face_tracks, frames_to_crop
 from .models.siamese import PRESETS, load_model
 from .scoring import IN_SYNC_MAX_OFFSET, VIDEO_SUFFIXES, score_windows
 from .evaluation import window_embeddings
@@ -72,10 +72,9 @@ class VideoRecord:
     preset: str
     clip: str
     speaker: str
-    usable_frames: int  # the frames with audio under them; tracks end there
-    tracks: list  # syncnet.faces.FaceTrack
+    tracks: list  # syncnet.faces.FaceTrack, within the frames with audio under them
     skipped_frames: dict  # frames without a track, by reason (syncnet.faces.TrackingResult.skipped)
-    mfcc: np.ndarray = field(repr=False)  # (13, 4 usable_frames + 16) float32
+    mfcc: np.ndarray = field(repr=False)  # (13, 4 x frames with audio + 16) float32
 
     @property
     def num_frames(self) -> int:
@@ -85,8 +84,8 @@ class VideoRecord:
         bounds = {track.track_id: segment_bounds(track.start, track.end) for track in self.tracks}
         filling = {track_id: [] for track_id in bounds}
         shape = crop_shape(self.preset)
-        frames = self.media.frames(0, self.usable_frames)
-        for frame_index, crops in crop_tracks(frames, self.tracks, PRESETS[self.preset]["visual_input"]):
+        kind = PRESETS[self.preset]["visual_input"]
+        for frame_index, crops in crop_tracks(frames_to_crop(self.media, kind), self.tracks, kind):
             for track_id, crop in crops.items():
                 filling[track_id].append(crop.reshape(shape))
                 start, stop = bounds[track_id][0]
@@ -138,7 +137,6 @@ def preprocess_video(path, preset: str = "paper", audio_path=None, *, clip: str 
         preset=preset,
         clip=clip or path.stem,
         speaker=speaker or path.parent.name,
-        usable_frames=usable_frames,
         tracks=tracks,
         skipped_frames=tracking.skipped,
         mfcc=coefficients,

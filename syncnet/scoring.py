@@ -327,7 +327,7 @@ def plan_tracks(media, vshift: int, progress: bool = False) -> TrackPlans:
 
 def _score_into(result, media, model, vshift, verdict, batch_size, progress):
     from .audio import mfcc
-    from .faces import crop_tracks
+    from .faces import crop_tracks, frames_to_crop
 
     result.frames = media.num_frames
     planned = plan_tracks(media, vshift, progress)
@@ -336,7 +336,7 @@ def _score_into(result, media, model, vshift, verdict, batch_size, progress):
 
     towers = compiled_towers(model)
     audio_windows = _embed_audio_windows(towers, mfcc(media.audio).numpy(), plans.values(), batch_size)
-    crops = crop_tracks(_progress(media.frames(), media.num_frames, "lips", progress), planned.tracks, model.visual_input)
+    crops = crop_tracks(_progress(frames_to_crop(media, model.visual_input), media.num_frames, "lips", progress), planned.tracks, model.visual_input)
     _embed_frame_windows(towers, crops, plans, batch_size)
 
     for plan in plans.values():

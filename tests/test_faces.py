@@ -174,6 +174,21 @@ def test_decoded_gray_frames_give_the_tracks_of_rgb_frames(tmp_path):
     np.testing.assert_allclose(from_gray.tracks[0].mouth_boxes(), from_rgb.tracks[0].mouth_boxes(), atol=1.5)
 
 
+def test_mouth_crops_from_gray_frames_are_those_from_rgb_frames(one_face):
+    """Mouth crops are grayscale, so scoring decodes only the luma for them; face crops need RGB."""
+    frames, _ = one_face
+    frames = frames[:10]
+    gray = [np.asarray(Image.fromarray(frame).convert("L")) for frame in frames]
+    tracks = find_face_tracks(gray).tracks
+    from_rgb, from_gray = list(crop_tracks(frames, tracks, "mouth")), list(crop_tracks(gray, tracks, "mouth"))
+    assert [index for index, _ in from_gray] == [index for index, _ in from_rgb] == list(range(10))
+    for (_, rgb_crops), (_, gray_crops) in zip(from_rgb, from_gray):
+        assert gray_crops[0].shape == (hp.MOUTH_CROP_SIZE, hp.MOUTH_CROP_SIZE)
+        assert np.abs(gray_crops[0].astype(int) - rgb_crops[0]).max() <= 1  # resizing before or after the luma
+    with pytest.raises(ValueError, match="face crops are RGB"):
+        list(crop_tracks(gray, tracks, "face"))
+
+
 def test_tracking_in_several_threads_at_once(one_face):
     """dlib's detector keeps scratch buffers (two threads sharing one crash the process): each
     call borrows detectors of its own, and the results do not depend on what else runs."""
