@@ -13,14 +13,15 @@ up. Two ways of running it:
 - on the whole frame, resized so its longer side is `detect_size` px, every `redetect_every`
   frames, at a shot cut, and when a track lost its face: it finds new faces. The HOG cost grows with
   the pixel count (measured on one core of this project's CPU, on grayscale: 3 ms at 224x126, 14 ms
-  at 480x270, 43 ms at 960x540, 170 ms at 1920x1080). A 480 px detector would only see faces of 213 px and up in a 720p frame and
-  320 px in 1080p; the talking-head faces in our 720p clips are 87-216 px wide, so the default is
-  960 px (faces from 107 px in 720p, 160 px in 1080p, and any face in smaller videos) - affordable
-  because it runs on one frame in ten.
-- on every frame, near each tracked face: the region around its previous landmarks, resized so the
-  face is about 100 px, costs about 3 ms whatever the video's resolution. It confirms the face is
-  still there (the shape predictor alone would return 68 points on anything) and gives the box the
-  shape predictor starts from, on the full-resolution frame.
+  at 480x270, 43 ms at 960x540, 170 ms at 1920x1080). A 480 px detector would only see faces of
+  213 px and up in a 720p frame and 320 px in 1080p; the talking-head faces in our 720p clips are
+  87-216 px wide, so the default is 960 px (faces from 107 px in 720p, 160 px in 1080p, and any
+  face in smaller videos) - affordable because it runs on one frame in ten.
+- on every frame, near each tracked face: the region around its latest landmarks (1 or 2 frames
+  old), resized so the face is about 100 px, costs about 3 ms whatever the video's resolution. It
+  confirms the face is still there (the shape predictor alone would return 68 points on anything)
+  and gives the box the shape predictor starts from (on every 2nd frame), on the full-resolution
+  frame.
 
 Decoding, the cut test and the periodic whole-frame detection run a few frames ahead in a thread:
 dlib's detector lets go of the GIL, so on 2 cores they overlap the following. All of it runs on

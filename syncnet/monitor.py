@@ -203,6 +203,8 @@ def _read_connection(source, chunk_frames, clock: _Clock, unread: float, timeout
                 yield from chunks_ready()
             timeline.add(resampler.resample(None))
             add(to_25_fps.frames(None))
+        except av.ExitError:  # PyAV's read time-out interrupted FFmpeg ("Immediate exit requested")
+            raise StreamError(f"{source}: no data for {timeout:g} s") from None
         except av.FFmpegError as error:
             raise StreamError(f"{source}: {_reason(error)}") from None
         if keep_from is None:

@@ -196,7 +196,7 @@ def test_score_video_with_the_converted_model_matches_syncnet_python(syncnet_pyt
     # syncnet_python's evaluate on the same face crops and MFCC: one face track over the whole clip,
     # so its crops are the video syncnet_python's pipeline would hand to evaluate.
     media = load_media(clip)
-    tracks = find_face_tracks(media.frames()).tracks
+    tracks = find_face_tracks(media.frames(gray=True)).tracks  # as score_video tracks them
     assert len(tracks) == 1 and (tracks[0].start, tracks[0].end) == (0, media.num_frames)
     crops = np.stack([crop[tracks[0].track_id] for _, crop in crop_tracks(media.frames(), tracks, "face")])
     last_frame = min(len(crops), len(media.audio) // SAMPLES_PER_FRAME) - hp.WINDOW_FRAMES

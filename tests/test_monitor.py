@@ -4,6 +4,7 @@ audio shifted), a file, a stream that refuses at first, dead and stalled URLs, a
 import functools
 import http.server
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -186,7 +187,9 @@ def test_live_stream_that_stalls_is_followed_across_the_stall(capsys, model_path
         code, objects, err = monitor(capsys, url, "--model", model_path, "--chunk", 2, "--timeout", 3, "--retries", 4)
     assert code == 0, err
     *chunks, summary = objects
-    assert "the live stream stopped; reconnecting in 1 s" in err
+    # the stall ends the connection one of two ways, by FFmpeg's timing: its HLS reader gives up on
+    # the playlist, or our 3 s read time-out interrupts it
+    assert re.search(r"(the live stream stopped|no data for 3 s); reconnecting in 1 s", err), err
     starts = [chunk["start"] for chunk in chunks]
     assert starts == sorted(set(starts)) and set(starts) <= {0, 2, 4, 6, 8, 10}  # the stream's own clock: no repeats
     assert len(chunks) + summary["dropped"] == 6 and starts[-1] == 10  # every chunk scored or skipped to keep up
