@@ -7,8 +7,8 @@ from typing import Callable, Iterator
 
 class ReadAhead:
     """Iterates over `items` produced by a daemon thread, at most `depth` items ahead; the
-    producer's exception is raised here. Leaving the loop early? Call `stop()`, which lets the
-    producer end at its next item.
+    producer's exception is raised here. Leaving the loop early? Call `stop()` (or use it as a
+    context manager, which does), and the producer ends at its next item.
 
     `replaces_waiting(item)`: when True for a new item, it replaces the item waiting to be
     consumed (counted in `dropped`) instead of waiting for room: a live stream stays near its live
@@ -54,6 +54,12 @@ class ReadAhead:
     def stop(self):
         """Let the producer end (at its next item)."""
         self.stopped.set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
 
     def __iter__(self) -> Iterator:
         """The items, until they end or `stop()` is called (checked every 0.2 s)."""

@@ -167,58 +167,58 @@ def find_face_tracks(
     shot cut.
     """
     _shape_predictor()  # loaded first: a missing model is an error before any decoding
-    # The look-over (decoding, cuts, whole-frame detections) runs a few frames ahead in a thread;
-    # dlib's detector lets go of the GIL, so on 2 cores it overlaps the following below.
-    scale = lambda gray: min(detect_size / max(gray.shape), MAX_UPSCALE)  # noqa: E731
-    looked_over = ReadAhead(_look_over(frames, scale, redetect_every, cut_threshold), depth=READ_AHEAD_FRAMES, name="syncnet-faces")
+
+    def scale(gray):  # of the whole-frame detection
+        return min(detect_size / max(gray.shape), MAX_UPSCALE)
+
     tracks: list[_Track] = []  # every track, finished or not
     active: list[_Track] = []  # tracks that may still continue
     frame_status = bytearray()  # per frame: _FACE, or why no face was found
     shot_cuts = []
     whole_frame_saw_small_face = False  # in the last whole-frame detection
-    with _face_detector() as detector:
-        try:
-            for frame in looked_over:
-                index, gray, whole_frame_boxes = frame.index, frame.gray, frame.whole_frame_boxes
-                if frame.is_cut:
-                    shot_cuts.append(index)
-                    active = []  # a face never continues across a cut
+    # The look-over (decoding, cuts, whole-frame detections) runs a few frames ahead in a thread;
+    # dlib's detector lets go of the GIL, so on 2 cores it overlaps the following below.
+    looked_over = ReadAhead(_look_over(frames, scale, redetect_every, cut_threshold), depth=READ_AHEAD_FRAMES, name="syncnet-faces")
+    with _face_detector() as detector, looked_over:
+        for frame in looked_over:
+            index, gray, whole_frame_boxes = frame.index, frame.gray, frame.whole_frame_boxes
+            if frame.is_cut:
+                shot_cuts.append(index)
+                active = []  # a face never continues across a cut
 
-                # follow the tracked faces, each in the region around where it was
-                saw_small_face = False
-                for track in active:
-                    boxes = _detect_near(detector, gray, track.last_landmarks)
-                    saw_small_face |= any(_width(box) < min_face_size for box in boxes)
-                    box = _best_overlap([box for box in boxes if _width(box) >= min_face_size], track.last_box)
-                    if box is not None:
+            # follow the tracked faces, each in the region around where it was
+            saw_small_face = False
+            for track in active:
+                boxes = _detect_near(detector, gray, track.last_landmarks)
+                saw_small_face |= any(_width(box) < min_face_size for box in boxes)
+                box = _best_overlap([box for box in boxes if _width(box) >= min_face_size], track.last_box)
+                if box is not None:
+                    track.add(index, box, gray)
+
+            # look over the whole frame for new faces, and for the tracked faces not found near their place
+            missing = [track for track in active if track.last_frame < index]
+            if missing and whole_frame_boxes is None:
+                whole_frame_boxes = _detect(detector, gray, scale(gray))
+            if whole_frame_boxes is not None:
+                whole_frame_saw_small_face = any(_width(box) < min_face_size for box in whole_frame_boxes)
+                for box in whole_frame_boxes:
+                    if _width(box) < min_face_size:
+                        continue
+                    owner = max(missing, key=lambda track: _iou(box, track.last_box), default=None)
+                    if owner is not None and _iou(box, owner.last_box) > TRACK_IOU:
+                        owner.add(index, box, gray)
+                        missing.remove(owner)
+                    elif box[4] >= START_SCORE and not any(_contains(track.last_box, _centre(box)) for track in active if track.last_frame == index):
+                        track = _Track()
                         track.add(index, box, gray)
+                        tracks.append(track)
+                        active.append(track)
 
-                # look over the whole frame for new faces, and for the tracked faces not found near their place
-                missing = [track for track in active if track.last_frame < index]
-                if missing and whole_frame_boxes is None:
-                    whole_frame_boxes = _detect(detector, gray, scale(gray))
-                if whole_frame_boxes is not None:
-                    whole_frame_saw_small_face = any(_width(box) < min_face_size for box in whole_frame_boxes)
-                    for box in whole_frame_boxes:
-                        if _width(box) < min_face_size:
-                            continue
-                        owner = max(missing, key=lambda track: _iou(box, track.last_box), default=None)
-                        if owner is not None and _iou(box, owner.last_box) > TRACK_IOU:
-                            owner.add(index, box, gray)
-                            missing.remove(owner)
-                        elif box[4] >= START_SCORE and not any(_contains(track.last_box, _centre(box)) for track in active if track.last_frame == index):
-                            track = _Track()
-                            track.add(index, box, gray)
-                            tracks.append(track)
-                            active.append(track)
-
-                active = [track for track in active if index - track.last_frame <= max_gap]
-                if any(track.last_frame == index for track in active):
-                    frame_status.append(_FACE)
-                else:  # between whole-frame detections, the last one tells what the frame holds
-                    frame_status.append(_TOO_SMALL if saw_small_face or whole_frame_saw_small_face else _NO_FACE)
-        finally:
-            looked_over.stop()
+            active = [track for track in active if index - track.last_frame <= max_gap]
+            if any(track.last_frame == index for track in active):
+                frame_status.append(_FACE)
+            else:  # between whole-frame detections, the last one tells what the frame holds
+                frame_status.append(_TOO_SMALL if saw_small_face or whole_frame_saw_small_face else _NO_FACE)
 
     long_enough = [track for track in tracks if track.length >= min_track]
     kept = [track.finish(track_id) for track_id, track in enumerate(long_enough)]

@@ -68,3 +68,17 @@ def test_a_newer_item_replaces_the_waiting_one_when_asked():
     read_ahead = ReadAhead(items(), depth=1, replaces_waiting=lambda number: number > 0)
     assert started.wait(timeout=2)  # everything produced before anything was consumed
     assert list(read_ahead) == [9] and read_ahead.dropped == 9
+
+
+def test_leaving_a_with_block_stops_the_producer():
+    closed = threading.Event()
+
+    def items():
+        try:
+            yield from range(1000)
+        finally:
+            closed.set()
+
+    with ReadAhead(items()) as read_ahead:
+        assert next(iter(read_ahead)) == 0
+    assert closed.wait(timeout=2)
