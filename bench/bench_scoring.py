@@ -8,7 +8,8 @@ weights: the speed does not depend on them.
 
 Stages, each timed alone: decode (score_video makes two passes: grayscale frames for the faces, then
 RGB for the crops), faces (dlib detection + landmarks, find_face_tracks), crops (crop_tracks), embed
-(both towers over every window, batched as score_video batches them). Then score_video end to end;
+(both towers over every window, batched as score_video batches them; a `lips` model's frame
+encoder over every frame once). Then score_video end to end;
 x-real-time = clip duration / its seconds (> 1: faster than the clip plays). Other processes on
 the machine show in the numbers: the load average is printed first.
 """
@@ -60,15 +61,22 @@ def timed(function):
 
 
 def embed_seconds(model, num_windows: int) -> float:
-    """Both towers over `num_windows` windows in batches of BATCH_WINDOWS, as score_video runs them."""
+    """Both towers over `num_windows` windows in batches of BATCH_WINDOWS, as score_video runs them
+    (with a frame encoder: every frame encoded once, then windows of its features)."""
     towers = compiled_towers(model)
-    frames = np.random.default_rng(0).uniform(0, 255, (BATCH_WINDOWS, *model.frame_shape)).astype(np.float32)
-    mfcc = np.random.default_rng(0).normal(0, 10, (BATCH_WINDOWS, *model.mfcc_shape)).astype(np.float32)
-    towers.embed_frames(frames[:2]), towers.embed_audio(mfcc[:2])  # trace outside the clock
+    rng = np.random.default_rng(0)
+    crops = rng.uniform(0, 255, (BATCH_WINDOWS, *model.frame_shape[1:])).astype(np.float32)
+    features = rng.uniform(0, 255, (BATCH_WINDOWS, *model.feature_shape)).astype(np.float32)
+    mfcc = rng.normal(0, 10, (BATCH_WINDOWS, *model.mfcc_shape)).astype(np.float32)
+    towers.embed_features(features[:2]), towers.embed_audio(mfcc[:2])  # trace outside the clock
+    if towers.encode_frames is not None:
+        towers.encode_frames(crops[:2])
     start = time.perf_counter()
     for begin in range(0, num_windows, BATCH_WINDOWS):
         count = min(BATCH_WINDOWS, num_windows - begin)
-        towers.embed_frames(frames[:count]).numpy(), towers.embed_audio(mfcc[:count]).numpy()
+        if towers.encode_frames is not None:
+            towers.encode_frames(crops[:count]).numpy()
+        towers.embed_features(features[:count]).numpy(), towers.embed_audio(mfcc[:count]).numpy()
     return time.perf_counter() - start
 
 
@@ -80,13 +88,13 @@ def bench_clip(path, models: dict, repeats: int) -> list[str]:
     gray_frames, gray_seconds = timed(lambda: list(media.frames(gray=True)))
     frames, rgb_seconds = timed(lambda: list(media.frames()))
     tracking, faces_seconds = timed(lambda: find_face_tracks(gray_frames))
-    crop_seconds = {kind: timed(lambda: list(crop_tracks(frames, tracking.tracks, kind)))[1] for kind in ("mouth", "face")}
+    crop_seconds = {kind: timed(lambda: list(crop_tracks(frames, tracking.tracks, kind)))[1] for kind in ("mouth", "face", "lips")}
     lines = [
         f"{Path(path).name}: {media.width}x{media.height}, {media.duration:.1f} s, {media.num_frames} frames, "
         f"{len(tracking.tracks)} face track(s)",
         f"  stages: open+audio {load_seconds:.2f} s, decode {gray_seconds:.2f} s gray (faces pass) / {rgb_seconds:.2f} s "
         f"RGB (crops pass), faces {faces_seconds:.2f} s ({1000 * faces_seconds / media.num_frames:.1f} ms/frame), "
-        f"crops {crop_seconds['mouth']:.2f} s mouth / {crop_seconds['face']:.2f} s face",
+        f"crops {crop_seconds['mouth']:.2f} s mouth / {crop_seconds['face']:.2f} s face / {crop_seconds['lips']:.2f} s lips",
     ]
     for preset, model in models.items():
         embed = embed_seconds(model, media.num_frames - 5)
@@ -104,7 +112,7 @@ def bench_clip(path, models: dict, repeats: int) -> list[str]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=["tiny", "paper", "syncnet_v2"])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "paper", "lips", "syncnet_v2"])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the synthetic clips")
     parser.add_argument("--synthetic", action="store_true", help="synthetic clips even when the shared ones exist")
     parser.add_argument("--repeats", type=int, default=2, help="score_video calls timed per clip and preset; the best counts")

@@ -2,8 +2,10 @@
 
     python examples/toy_generator.py [--model path/to/expert.keras]
 
-The generator maps a 0.2 s MFCC window to 5 RGB mouth frames in [-1, 1]; only the sync loss trains it
-here, so the expert's P(in sync) for its frames rises while the expert itself never changes.
+The generator maps a 0.2 s MFCC window to 5 RGB frames of 48 x 96 in [-1, 1] (the lower half of a
+96 px face, as Wav2Lip-style generators make it; the loss resizes them to the expert's input); only
+the sync loss trains it here, so the expert's P(in sync) for its frames rises while the expert
+itself never changes.
 """
 
 import argparse
@@ -15,15 +17,15 @@ import tensorflow as tf
 import syncnet
 
 
-def toy_generator(size=48):
+def toy_generator(height=48, width=96):
     return keras.Sequential(
         [
             keras.Input((13, 20)),
             keras.layers.Flatten(),
-            keras.layers.Dense(5 * 6 * 6 * 3),
-            keras.layers.Reshape((5 * 6, 6, 3)),
-            keras.layers.UpSampling2D(size // 6),
-            keras.layers.Reshape((5, size, size, 3)),
+            keras.layers.Dense(5 * 6 * 12 * 3),
+            keras.layers.Reshape((5 * 6, 12, 3)),
+            keras.layers.UpSampling2D((height // 6, width // 12)),
+            keras.layers.Reshape((5, height, width, 3)),
             keras.layers.Activation("tanh"),
         ]
     )

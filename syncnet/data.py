@@ -26,14 +26,16 @@ import tensorflow as tf
 
 from . import hyperparameters as hp
 from .models.siamese import PRESETS
+from .models.towers import LIP_FEATURE_SHAPE
 
 SHARD_GLOB = "shard-*.tfrecord.gz"
 COMPRESSION = "GZIP"  # real crops shrink 1.6x (mouths) and 1.45x (faces); reading it costs little CPU
 MANIFEST = "manifest.jsonl"
 
-CROP_SHAPES = {  # per visual input of a preset: (H, W, C)
+CROP_SHAPES = {  # per visual input of a preset: what a shard holds per frame, (H, W, C)
     "mouth": (hp.MOUTH_CROP_SIZE, hp.MOUTH_CROP_SIZE, 1),
     "face": (hp.FACE_CROP_SIZE, hp.FACE_CROP_SIZE, 3),
+    "lips": LIP_FEATURE_SHAPE,  # the frame encoder's features as uint8 codes, not pixels
 }
 MFCC_TAIL = hp.WINDOW_MFCC_STEPS - hp.MFCC_STEPS_PER_FRAME  # 16 columns past the last frame's start
 
@@ -115,10 +117,22 @@ _FEATURES = {
 
 
 def crop_shape(preset: str) -> tuple:
-    """(H, W, C) of the crops a preset's model takes."""
+    """(H, W, C) of what a preset's shards hold per frame: the crops its model takes, or for `lips`
+    its frame encoder's features."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     return CROP_SHAPES[PRESETS[preset]["visual_input"]]
+
+
+def holds_pixels(preset: str) -> bool:
+    """Whether a preset's shards hold pixels (to augment, keyed "frames" in batches) or frame-encoder
+    features (keyed "features", see SyncNet)."""
+    return PRESETS[preset]["visual_input"] != "lips"
+
+
+def visual_key(preset: str) -> str:
+    """The key of the windows in a preset's batches, as SyncNet's call reads them."""
+    return "frames" if holds_pixels(preset) else "features"
 
 
 def list_shards(data_dir) -> list[str]:
@@ -189,31 +203,12 @@ def split_by_speaker(
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    present = {Path(shard).name for shard in list_shards(data_dir)}
-    if not (Path(data_dir) / MANIFEST).is_file():
-        raise FileNotFoundError(f"no {MANIFEST} in {data_dir}: point at a folder `syncnet preprocess` wrote")
-    videos = [video for video in read_manifest(data_dir).values() if video["status"] == "ok" and video["shard"] in present]
-
-    # Speaker groups: connected components of "appear in the same clip".
-    parent = {}
-
-    def root(name):
-        while parent.setdefault(name, name) != name:
-            name = parent[name]
-        return name
-
-    for video in videos:
-        names = video["speaker"].split("+")
-        for name in names[1:]:
-            parent[root(name)] = root(names[0])
-    groups = {}
-    for video in videos:
-        groups.setdefault(root(video["speaker"].split("+")[0]), []).append(video)
+    videos, groups, group_of = speaker_groups(data_dir)
     if val_speakers is not None:
-        unknown = set(val_speakers) - set(parent)
+        unknown = set(val_speakers) - set(group_of)
         if unknown:
             raise ValueError(f"--val-speakers: no video of {', '.join(sorted(unknown))} in {data_dir}")
-        chosen = {root(name) for name in val_speakers}
+        chosen = {group_of[name] for name in val_speakers}
         val = [video for key in sorted(chosen) for video in groups[key]]
     else:
         ordered = [groups[key] for key in sorted(groups)]
@@ -228,6 +223,46 @@ def split_by_speaker(
     val_names = {video["shard"] for video in val}
     train_names = {video["shard"] for video in videos} - val_names
     return [str(Path(data_dir) / name) for name in sorted(train_names)], [str(Path(data_dir) / name) for name in sorted(val_names)]
+
+
+def speaker_groups(data_dir) -> tuple[list[dict], dict[str, list[dict]], dict[str, str]]:
+    """The manifest lines of data_dir's shards, those lines by speaker group, and each speaker's
+    group. Groups are the connected components of "appear in the same clip" (a clip labelled "A+B"
+    ties A and B), each keyed by one of its speakers."""
+    present = {Path(shard).name for shard in list_shards(data_dir)}
+    if not (Path(data_dir) / MANIFEST).is_file():
+        raise FileNotFoundError(f"no {MANIFEST} in {data_dir}: point at a folder `syncnet preprocess` wrote")
+    videos = [video for video in read_manifest(data_dir).values() if video["status"] == "ok" and video["shard"] in present]
+    parent = {}
+
+    def root(name):
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    for video in videos:
+        names = video["speaker"].split("+")
+        for name in names[1:]:
+            parent[root(name)] = root(names[0])
+    groups = {}
+    for video in videos:
+        groups.setdefault(root(video["speaker"].split("+")[0]), []).append(video)
+    return videos, groups, {name: root(name) for name in list(parent)}
+
+
+def balanced_shards(data_dir, shards, power: float) -> list[str]:
+    """`shards` with each repeated so that a speaker group's share of the windows goes as its
+    frames to the power 1 - `power`: 0 leaves the list as it is (shares follow the footage), 1 gives
+    every speaker group the same share. One speaker with most of the footage (GRID's 50 minutes
+    of one man) otherwise teaches that face and voice, not sync."""
+    if not 0.0 <= power <= 1.0:
+        raise ValueError(f"speaker balance must be in [0, 1], got {power}")
+    videos, groups, _ = speaker_groups(data_dir)
+    chosen = {Path(shard).name for shard in shards}
+    frames = {key: sum(video["track_frames"] for video in members if video["shard"] in chosen) for key, members in groups.items()}
+    weight = {video["shard"]: frames[key] ** -power for key, members in groups.items() for video in members if frames[key]}
+    lightest = min(weight[Path(shard).name] for shard in shards)
+    return [os.fspath(shard) for shard in shards for _ in range(round(weight[Path(shard).name] / lightest))]
 
 
 def read_manifest(data_dir) -> dict[str, dict]:
@@ -256,7 +291,8 @@ def make_pair_dataset(
     augment: bool = True,
     repeat: bool = True,
 ) -> tf.data.Dataset:
-    """Batches of ({"frames": (b, 5, H, W, C) float32 0..255, "mfcc": (b, 13, 20) float32}, label (b,) float32).
+    """Batches of ({"frames": (b, 5, H, W, C) float32 0..255, "mfcc": (b, 13, 20) float32}, label (b,) float32)
+    ("features" in place of "frames" for a preset whose shards hold features, see `visual_key`).
 
     Each pass over the data cuts every segment into back-to-back 5-frame windows from a random first
     frame. Half of each pool of windows keep their own audio (label 1); the others get the audio of a
@@ -275,7 +311,7 @@ def make_pair_dataset(
         windows.batch(PAIR_POOL, drop_remainder=repeat)  # static pool shapes keep TF's cost model quiet
         .enumerate()
         .map(
-            lambda index, pool: _make_pairs(pool, seed, index, hard_negative_fraction, augment),
+            lambda index, pool: _make_pairs(pool, seed, index, hard_negative_fraction, augment, preset),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         .unbatch()
@@ -294,7 +330,8 @@ def make_offset_dataset(
     repeat: bool = True,
 ) -> tf.data.Dataset:
     """Batches of groups for the multi-way loss: ({"frames": (b, k, 5, H, W, C) float32 0..255,
-    "mfcc": (b, k, 13, 20) float32}, labels (b, k, k) float32 = identity), k = group_size.
+    "mfcc": (b, k, 13, 20) float32}, labels (b, k, k) float32 = identity), k = group_size
+    ("features" in place of "frames" as in `make_pair_dataset`).
 
     A group is k windows of one segment at distinct first frames less than 2 max_shift + 1 frames
     apart, each with its own audio. The model compares every window of a group with every audio
@@ -320,9 +357,10 @@ def make_offset_dataset(
                 tf.reshape(frames, tf.concat([[-1], shape[2:]], 0)),
                 tf.reshape(mfcc, [-1, hp.MFCC_NUM_CEPSTRA, hp.WINDOW_MFCC_STEPS]),
                 _seeds(seed, index, 1)[0],
+                holds_pixels(preset),
             )
             frames, mfcc = tf.reshape(flat_frames, shape), tf.reshape(flat_mfcc, tf.shape(mfcc))
-        return {"frames": frames, "mfcc": mfcc}, tf.tile(labels[None], [tf.shape(frames)[0], 1, 1])
+        return {visual_key(preset): frames, "mfcc": mfcc}, tf.tile(labels[None], [tf.shape(frames)[0], 1, 1])
 
     batches = groups.batch(batch_size, drop_remainder=repeat).enumerate()
     return batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -422,7 +460,7 @@ def _cut_groups(segment, seed, index, group_size, max_shift):
     }
 
 
-def _make_pairs(pool, seed, index, hard_negative_fraction, augment):
+def _make_pairs(pool, seed, index, hard_negative_fraction, augment, preset):
     """Labels, negative audio and augmentation for a pool of windows; returns the usable pairs."""
     label_seed, hard_seed, partner_seed, augment_seed = tf.unstack(_seeds(seed, index, 4))
     size = tf.shape(pool["clip"])[0]
@@ -445,19 +483,32 @@ def _make_pairs(pool, seed, index, hard_negative_fraction, augment):
     )
     frames = tf.cast(pool["frames"], tf.float32)
     if augment:
-        frames, mfcc = _augment(frames, mfcc, augment_seed)
+        frames, mfcc = _augment(frames, mfcc, augment_seed, holds_pixels(preset))
     usable = positive | use_hard | has_partner
-    inputs = {"frames": tf.boolean_mask(frames, usable), "mfcc": tf.boolean_mask(mfcc, usable)}
+    inputs = {visual_key(preset): tf.boolean_mask(frames, usable), "mfcc": tf.boolean_mask(mfcc, usable)}
     return inputs, tf.boolean_mask(tf.cast(positive, tf.float32), usable)
 
 
-def _augment(frames, mfcc, seed):
-    """Random brightness, contrast, crop shift and scale per window (all 5 frames alike); gain and
-    jitter on the MFCC."""
+def _augment(frames, mfcc, seed, pixels: bool = True):
+    """Random brightness, contrast, crop shift and scale per window (all 5 frames alike), unless
+    the frames are features (`pixels` False: the lips tower's dropout stands in); gain and jitter
+    on the MFCC."""
     size = frames.shape[0] or tf.shape(frames)[0]  # static when it can be: TF's cost model warns otherwise
     height, width, channels = frames.shape[2], frames.shape[3], frames.shape[4]
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, num=6))
+    if pixels:
+        frames = _augment_pixels(frames, seeds[:5], size, height, width, channels)
+    gain_seed, jitter_seed = tf.unstack(tf.random.experimental.stateless_split(seeds[5], num=2))
+    gain_db = tf.random.stateless_uniform([size, 1], gain_seed, -AUDIO_GAIN_DB, AUDIO_GAIN_DB)
+    c0_offset = tf.pad(gain_db / 10.0 * math.log(10.0), [[0, 0], [0, hp.MFCC_NUM_CEPSTRA - 1]])
+    # (size, 13) -> (size, [1 per candidate axis,] 13, 1): one gain per window, all its candidates alike
+    c0_offset = tf.reshape(c0_offset, tf.concat([[size], tf.ones([tf.rank(mfcc) - 3], tf.int32), [hp.MFCC_NUM_CEPSTRA, 1]], axis=0))
+    mfcc = mfcc + c0_offset + tf.random.stateless_normal(tf.shape(mfcc), jitter_seed, stddev=MFCC_JITTER_STD)
+    return frames, mfcc
 
+
+def _augment_pixels(frames, seeds, size, height, width, channels):
+    """Brightness, contrast, crop shift and scale, one draw per window of (size, 5, H, W, C) frames."""
     scale = tf.random.stateless_uniform([size], seeds[0], *CROP_SCALE_RANGE)
     top = tf.random.stateless_uniform([size], seeds[1]) * (1.0 - scale)
     left = tf.random.stateless_uniform([size], seeds[2]) * (1.0 - scale)
@@ -469,12 +520,4 @@ def _augment(frames, mfcc, seed):
     contrast = tf.random.stateless_uniform([size, 1, 1, 1, 1], seeds[3], *CONTRAST_RANGE)
     brightness = tf.random.stateless_uniform([size, 1, 1, 1, 1], seeds[4], -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA)
     mean = tf.reduce_mean(frames, axis=[1, 2, 3, 4], keepdims=True)
-    frames = tf.clip_by_value((frames - mean) * contrast + mean + brightness, 0.0, 255.0)
-
-    gain_seed, jitter_seed = tf.unstack(tf.random.experimental.stateless_split(seeds[5], num=2))
-    gain_db = tf.random.stateless_uniform([size, 1], gain_seed, -AUDIO_GAIN_DB, AUDIO_GAIN_DB)
-    c0_offset = tf.pad(gain_db / 10.0 * math.log(10.0), [[0, 0], [0, hp.MFCC_NUM_CEPSTRA - 1]])
-    # (size, 13) -> (size, [1 per candidate axis,] 13, 1): one gain per window, all its candidates alike
-    c0_offset = tf.reshape(c0_offset, tf.concat([[size], tf.ones([tf.rank(mfcc) - 3], tf.int32), [hp.MFCC_NUM_CEPSTRA, 1]], axis=0))
-    mfcc = mfcc + c0_offset + tf.random.stateless_normal(tf.shape(mfcc), jitter_seed, stddev=MFCC_JITTER_STD)
-    return frames, mfcc
+    return tf.clip_by_value((frames - mean) * contrast + mean + brightness, 0.0, 255.0)

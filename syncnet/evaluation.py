@@ -19,15 +19,16 @@ import numpy as np
 from . import data
 from . import hyperparameters as hp
 from .calibration import roc_auc
-from .models.siamese import SyncNet, load_model, predict_windows
+from .models.siamese import SyncNet, load_model
 
 PAIR_BATCH = 64
 
 
 def window_embeddings(model: SyncNet, crops: np.ndarray, mfcc: np.ndarray, batch: int = 64):
-    """Embeddings of every 5-frame window of a crop sequence and of its aligned 20-step MFCC window.
+    """Embeddings of every 5-frame window of a shard segment's crops (or frame-encoder features)
+    and of its aligned 20-step MFCC window.
 
-    crops: (n, H, W[, C]) uint8; mfcc: (13, >= 4 n + 16). Returns two (n - 4, d) arrays.
+    crops: (n, H, W[, C]) uint8 as shards hold them; mfcc: (13, >= 4 n + 16). Returns two (n - 4, d) arrays.
     """
     if crops.ndim == 3:
         crops = crops[..., None]
@@ -39,7 +40,7 @@ def window_embeddings(model: SyncNet, crops: np.ndarray, mfcc: np.ndarray, batch
         steps = np.stack(
             [mfcc[:, 4 * i : 4 * i + hp.WINDOW_MFCC_STEPS] for i in idx]
         ).astype(np.float32)
-        frames.append(model.embed_frames(windows).numpy())
+        frames.append(model.embed_features(windows).numpy())
         audio.append(model.embed_audio(steps).numpy())
     return np.concatenate(frames), np.concatenate(audio)
 
@@ -84,8 +85,7 @@ def pair_metrics(model: SyncNet, shards, seed: int = hp.SEED) -> dict:
     )
     probabilities, labels = [], []
     for inputs, label in pairs:
-        _, probability = predict_windows(model, inputs["frames"], inputs["mfcc"])
-        probabilities.append(probability)
+        probabilities.append(model(inputs, training=False)["probability"].numpy())
         labels.append(label.numpy())
     probabilities, labels = np.concatenate(probabilities), np.concatenate(labels).astype(bool)
     return {

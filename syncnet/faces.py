@@ -4,8 +4,8 @@ Two passes over the frames, so memory stays bounded in video length and smoothin
 
 1. `find_face_tracks` streams the frames once and keeps, per face track, only its landmarks.
 2. `crop_tracks` streams the frames again (the caller passes a fresh iterator) and yields the
-   crops: a 112x112 grayscale mouth (the `paper` preset) or syncnet_python's 224x224 RGB face crop
-   (the `syncnet_v2` preset).
+   crops: a 112x112 grayscale mouth (the `paper` preset), syncnet_python's 224x224 RGB face crop
+   (the `syncnet_v2` preset) or vvadlrs3's 50x100 RGB lip crop (the `lips` preset).
 
 Detection is dlib's HOG frontal-face detector (upsample 0), which sees faces of about 80 px and
 up. Two ways of running it:
@@ -123,6 +123,12 @@ class FaceTrack:
         eye_distance = np.linalg.norm(right_eye - left_eye, axis=1)
         half_side = MOUTH_CROP_TO_EYES / 2 * _median_filter(eye_distance, EYES_MEDIAN)
         return np.concatenate([centre - half_side[:, None], centre + half_side[:, None]], axis=1)
+
+    def lip_boxes(self) -> np.ndarray:
+        """(n, 4) x0, y0, x1, y1: the box of the 20 lip landmarks in each frame, unsmoothed - the crop
+        vvadlrs3's lip encoder was trained on, whose shape follows the mouth's opening."""
+        lips = self.landmarks[:, LIPS]
+        return np.concatenate([lips.min(axis=1), lips.max(axis=1)], axis=1)
 
     def face_boxes(self) -> np.ndarray:
         """(n, 4) x0, y0, x1, y1: the square face box syncnet_python crops around.
@@ -268,14 +274,17 @@ def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str
     kind "mouth": (112, 112) uint8 grayscale mouth crops, from grayscale (H, W) frames or RGB ones.
     kind "face": (224, 224, 3) uint8 RGB face crops as syncnet_python's run_pipeline.py makes them
     (its network reads them as BGR: flip the channels before feeding its weights), from RGB frames.
+    kind "lips": (50, 100, 3) uint8 RGB lip crops as vvadlrs3 makes them, from RGB frames.
     `frames` must be the frames `find_face_tracks` saw (`frames_to_crop` decodes them as needed).
     """
     if kind == "mouth":
         boxes = {track.track_id: track.mouth_boxes() for track in tracks}
     elif kind == "face":
         boxes = {track.track_id: _syncnet_crop_boxes(track.face_boxes()) for track in tracks}
+    elif kind == "lips":
+        boxes = {track.track_id: track.lip_boxes() for track in tracks}
     else:
-        raise ValueError(f"crop kind must be 'mouth' or 'face', not {kind!r}")
+        raise ValueError(f"crop kind must be 'mouth', 'face' or 'lips', not {kind!r}")
     last_frame = max((track.end for track in tracks), default=0)
     for index, frame in enumerate(frames):
         if index >= last_frame:
@@ -286,17 +295,19 @@ def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str
                 box = boxes[track.track_id][index - track.start]
                 if kind == "mouth":
                     crops[track.track_id] = _resized(_crop(frame, box, fill=0), hp.MOUTH_CROP_SIZE, grayscale=True)
-                elif frame.ndim == 3:
+                elif frame.ndim != 3:
+                    raise ValueError(f"frame {index}: {kind} crops are RGB and need RGB (H, W, 3) frames, got {frame.shape}")
+                elif kind == "face":
                     crops[track.track_id] = _resized(_crop(frame, box, fill=FACE_PAD_VALUE), hp.FACE_CROP_SIZE)
                 else:
-                    raise ValueError(f"frame {index}: face crops are RGB and need RGB (H, W, 3) frames, got {frame.shape}")
+                    crops[track.track_id] = _fitted(_crop(frame, box, fill=0), hp.LIP_CROP_HEIGHT, hp.LIP_CROP_WIDTH)
         if crops:
             yield index, crops
 
 
 def frames_to_crop(media, kind: str) -> Iterator[np.ndarray]:
     """`media.frames()` as `crop_tracks` needs them for `kind` crops: the luma for mouths (the
-    decoding costs half as much), RGB for faces."""
+    decoding costs half as much), RGB for faces and lips."""
     return media.frames(gray=kind == "mouth")
 
 
@@ -504,6 +515,16 @@ def _crop(frame: np.ndarray, box, fill: int) -> np.ndarray:
     if inside_x1 > inside_x0 and inside_y1 > inside_y0:
         crop[inside_y0 - y0 : inside_y1 - y0, inside_x0 - x0 : inside_x1 - x0] = frame[inside_y0:inside_y1, inside_x0:inside_x1]
     return crop
+
+
+def _fitted(crop: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The crop resized into height x width with its aspect kept, zero-padded on the right or at the
+    bottom (vvadlrs3's resizeAndZeroPadding)."""
+    factor = min(width / crop.shape[1], height / crop.shape[0])
+    size = (min(width, max(1, round(crop.shape[1] * factor))), min(height, max(1, round(crop.shape[0] * factor))))
+    fitted = np.zeros((height, width, *crop.shape[2:]), np.uint8)
+    fitted[: size[1], : size[0]] = np.asarray(Image.fromarray(crop).resize(size, Image.BILINEAR))
+    return fitted
 
 
 def _resized(crop: np.ndarray, size: int, grayscale: bool = False) -> np.ndarray:

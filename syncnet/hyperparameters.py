@@ -28,6 +28,9 @@ WINDOW_MFCC_STEPS = WINDOW_FRAMES * MFCC_STEPS_PER_FRAME  # 20
 # --- Crops ------------------------------------------------------------------------------------
 MOUTH_CROP_SIZE = 112  # `paper` preset: grayscale mouth crop
 FACE_CROP_SIZE = 224  # `syncnet_v2` preset: syncnet_python's RGB face crop
+# `lips` preset: vvadlrs3's RGB lip crop, the box of the 20 lip landmarks fitted into it
+LIP_CROP_HEIGHT = 50
+LIP_CROP_WIDTH = 100
 
 # --- Scoring ----------------------------------------------------------------------------------
 VSHIFT = 15  # offsets searched: -VSHIFT..+VSHIFT frames

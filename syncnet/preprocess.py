@@ -5,7 +5,8 @@
 
 Per video (`preprocess_video`): decode at 25 fps, follow every face (syncnet.faces), crop it as the
 preset's model sees it (112 px grayscale mouths for `paper`/`tiny`, 224 px RGB faces for
-`syncnet_v2`) and cut the clip's MFCC to each track. Tracks are split into segments of at most
+`syncnet_v2`; for `lips`, 50 x 100 RGB lip crops stored as their frozen frame encoder's features,
+computed once here so training never runs the encoder) and cut the clip's MFCC to each track. Tracks are split into segments of at most
 MAX_SEGMENT_FRAMES frames, one tf.train.Example each (format: syncnet/data.py).
 
 OUTPUT_DIR gets one shard per video, `shard-00000.tfrecord.gz`, ..., written under a temporary name
@@ -44,9 +45,10 @@ from tqdm import tqdm
 
 from . import hyperparameters as hp
 from .audio import mfcc
-from .data import COMPRESSION, MANIFEST, MFCC_TAIL, Segment, crop_shape, encode_segment, read_manifest
+from .data import COMPRESSION, MANIFEST, MFCC_TAIL, Segment, crop_shape, encode_segment, holds_pixels, read_manifest
 from .faces import crop_tracks, find_face_tracks, frames_to_crop
-from .models.siamese import PRESETS, load_model
+from .models.lip_encoder import VVADLRS3_INSTALL, load_vvadlrs3_weights, vvadlrs3_weights_path
+from .models.siamese import PRESETS, build_frame_encoder, load_model
 from .scoring import IN_SYNC_MAX_OFFSET, VIDEO_SUFFIXES, score_windows
 from .evaluation import window_embeddings
 from .video import Media, MediaError, is_silent, load_media
@@ -85,15 +87,38 @@ class VideoRecord:
         filling = {track_id: [] for track_id in bounds}
         shape = crop_shape(self.preset)
         kind = PRESETS[self.preset]["visual_input"]
+        encode = feature_encoder(self.preset)
         for frame_index, crops in crop_tracks(frames_to_crop(self.media, kind), self.tracks, kind):
             for track_id, crop in crops.items():
-                filling[track_id].append(crop.reshape(shape))
+                filling[track_id].append(crop)
                 start, stop = bounds[track_id][0]
                 if frame_index + 1 == stop:
                     bounds[track_id].pop(0)
                     columns = slice(hp.MFCC_STEPS_PER_FRAME * start, hp.MFCC_STEPS_PER_FRAME * stop + MFCC_TAIL)
-                    yield Segment(self.clip, self.speaker, track_id, start, np.stack(filling[track_id]), self.mfcc[:, columns])
+                    crops = np.stack(filling[track_id])
+                    stored = crops.reshape(len(crops), *shape) if encode is None else encode(crops)
+                    yield Segment(self.clip, self.speaker, track_id, start, stored, self.mfcc[:, columns])
                     filling[track_id] = []
+
+
+ENCODER_BATCH = 128  # crops per frame-encoder call
+
+
+@functools.cache  # once per worker process
+def feature_encoder(preset: str):
+    """For a preset whose shards hold frame-encoder features (`lips`): the function from (n, H, W, C)
+    uint8 crops to their (n, 3, 6, 512) uint8 feature codes, with vvadlrs3's weights; else None."""
+    if holds_pixels(preset):
+        return None
+    encoder = build_frame_encoder()
+    load_vvadlrs3_weights(encoder.layers[0])
+    run = tf.function(lambda crops: encoder(crops, training=False), reduce_retracing=True)
+
+    def encode(crops: np.ndarray) -> np.ndarray:
+        features = [run(tf.constant(crops[i : i + ENCODER_BATCH], tf.float32)).numpy() for i in range(0, len(crops), ENCODER_BATCH)]
+        return np.clip(np.rint(np.concatenate(features)), 0, 255).astype(np.uint8)
+
+    return encode
 
 
 def segment_bounds(start: int, end: int, max_frames: int = MAX_SEGMENT_FRAMES) -> list[tuple[int, int]]:
@@ -156,8 +181,8 @@ class SyncFilter:
 
     def keeps(self, segment: Segment) -> bool:
         model = _load_filter_model(self.model)
-        if model.frame_shape[1:] != segment.crops.shape[1:]:
-            raise ValueError(f"--model {self.model} takes {model.frame_shape[1:]} crops, the preset makes {segment.crops.shape[1:]}")
+        if model.feature_shape[1:] != segment.crops.shape[1:]:
+            raise ValueError(f"--model {self.model} takes {model.feature_shape[1:]} crops, the preset makes {segment.crops.shape[1:]}")
         frame_embeddings, audio_embeddings = window_embeddings(model, segment.crops, segment.mfcc)
         vshift = min(hp.VSHIFT, len(frame_embeddings) - 1)
         if vshift < 1:
@@ -271,6 +296,8 @@ def plan_jobs(input_dir, output_dir, preset="paper", speakers=None, sync_filter=
     a new shard number. Also removes what an interrupted run left: temporary files and shards that no
     manifest line claims."""
     crop_shape(preset)
+    if not holds_pixels(preset):
+        vvadlrs3_weights_path()  # the features need the encoder's weights: say how to get them now
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     done = read_manifest(output_dir)
     other_presets = {entry["preset"] for entry in done.values() if entry["status"] == "ok"} - {preset}
@@ -424,8 +451,10 @@ def preprocess_folder(input_dir, output_dir, preset="paper", *, workers=1, speak
 def configure_parser(parser):
     parser.add_argument("input_dir", help="folder searched recursively for videos (and VidTIMIT frame folders)")
     parser.add_argument("output_dir", help="folder for the shards, manifest.jsonl and summary.json")
-    parser.add_argument("--preset", default="paper", choices=("paper", "syncnet_v2", "tiny"),
-                        help="whose crops: paper/tiny 112 px grayscale mouths, syncnet_v2 224 px RGB faces")
+    parser.add_argument("--preset", default="paper", choices=tuple(PRESETS),
+                        help="whose crops: paper/tiny 112 px grayscale mouths, syncnet_v2 224 px RGB faces, "
+                             "lips vvadlrs3's features of 50 x 100 RGB lip crops (needs: "
+                             f"{VVADLRS3_INSTALL})")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="videos processed at once, each in its own process (default: one per CPU)")
     parser.add_argument("--manifest", help="TSV with columns 'file' and 'speakers' giving each video's speaker id(s)")

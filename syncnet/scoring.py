@@ -347,11 +347,13 @@ def _score_into(result, media, model, vshift, verdict, batch_size, progress):
 
 @dataclass(frozen=True)
 class Towers:
-    """A model's two towers as graph functions of any batch size (2-4x faster than eager calls)."""
+    """A model's two towers (and frame encoder) as graph functions of any batch size (2-4x faster
+    than eager calls)."""
 
-    embed_frames: object
+    encode_frames: object  # (n, H, W, C) crops -> features; None when the visual tower reads crops
+    embed_features: object
     embed_audio: object
-    frame_shape: tuple
+    feature_shape: tuple
     embedding_dim: int
 
 
@@ -359,10 +361,14 @@ class Towers:
 def compiled_towers(model) -> Towers:
     import tensorflow as tf
 
+    def compiled(function, shape):
+        return tf.function(function, input_signature=[tf.TensorSpec((None, *shape), tf.float32)])
+
     return Towers(
-        embed_frames=tf.function(model.embed_frames, input_signature=[tf.TensorSpec((None, *model.frame_shape), tf.float32)]),
-        embed_audio=tf.function(model.embed_audio, input_signature=[tf.TensorSpec((None, *model.mfcc_shape), tf.float32)]),
-        frame_shape=model.frame_shape,
+        encode_frames=None if model.frame_encoder is None else compiled(model.encode_frames, model.frame_shape[1:]),
+        embed_features=compiled(model.embed_features, model.feature_shape),
+        embed_audio=compiled(model.embed_audio, model.mfcc_shape),
+        feature_shape=model.feature_shape,
         embedding_dim=model.embedding_dim,
     )
 
@@ -381,20 +387,47 @@ def _embed_audio_windows(towers, mfcc, plans, batch_size) -> np.ndarray:
     return embeddings
 
 
+def _encoded_crops(towers, crops, batch_size):
+    """The (frame index, {track_id: crop}) stream with each crop replaced by what the visual tower
+    reads: the frame encoder's features, `batch_size` crops per call - each frame encoded once,
+    however many windows it is in - or the crop itself."""
+    if towers.encode_frames is None:
+        yield from crops
+        return
+    pending, count = [], 0
+
+    def flush():
+        flat = np.stack([crop for _, track_crops in pending for crop in track_crops.values()]).astype(np.float32)
+        features = iter(towers.encode_frames(flat).numpy())
+        encoded = [(frame_index, {track_id: next(features) for track_id in track_crops}) for frame_index, track_crops in pending]
+        pending.clear()
+        return encoded
+
+    for frame_index, track_crops in crops:
+        pending.append((frame_index, track_crops))
+        count += len(track_crops)
+        if count >= batch_size:
+            yield from flush()
+            count = 0
+    if pending:
+        yield from flush()
+
+
 def _embed_frame_windows(towers, crops, plans, batch_size):
-    """Stream crops, keep the last 5 per track, and send every window a track needs through the
-    visual tower in batches that mix tracks; the embeddings land in each plan in window order."""
+    """Stream crops, keep the last 5 per track (encoded, for a model with a frame encoder), and send
+    every window a track needs through the visual tower in batches that mix tracks; the embeddings
+    land in each plan in window order."""
     recent = {track_id: deque(maxlen=hp.WINDOW_FRAMES) for track_id in plans}
     pending_ids, pending_windows = [], []
 
     def flush():
-        embeddings = towers.embed_frames(np.stack(pending_windows).astype(np.float32)).numpy()
+        embeddings = towers.embed_features(np.stack(pending_windows).astype(np.float32)).numpy()
         for track_id, embedding in zip(pending_ids, embeddings):
             plans[track_id].frame_embeddings.append(embedding[None])
         pending_ids.clear()
         pending_windows.clear()
 
-    for frame_index, track_crops in crops:
+    for frame_index, track_crops in _encoded_crops(towers, crops, batch_size):
         for track_id, crop in track_crops.items():
             plan = plans.get(track_id)
             if plan is None:
@@ -403,7 +436,7 @@ def _embed_frame_windows(towers, crops, plans, batch_size):
             window = frame_index - (hp.WINDOW_FRAMES - 1) - plan.start
             if len(recent[track_id]) == hp.WINDOW_FRAMES and 0 <= window < plan.windows:
                 pending_ids.append(track_id)
-                pending_windows.append(np.stack(recent[track_id]).reshape(towers.frame_shape))
+                pending_windows.append(np.stack(recent[track_id]).reshape(towers.feature_shape))
                 if len(pending_windows) == batch_size:
                     flush()
     if pending_windows:

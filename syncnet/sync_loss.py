@@ -57,7 +57,7 @@ class SyncLoss:
         tf.debugging.check_numerics(mfcc, "mfcc contains NaN or Inf")
         distance = self.model.l2_distance(
             [
-                self.model.visual_tower(frames, training=False),
+                self.model.embed_frames(frames, training=False),
                 self.model.audio_tower(mfcc, training=False),
             ]
         )

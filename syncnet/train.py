@@ -32,7 +32,8 @@ import tensorflow as tf
 from . import data
 from . import hyperparameters as hp
 from .evaluation import offset_accuracy
-from .models import BalancedBinaryCrossentropy, ContrastiveLoss, MultiwayLoss, SyncNet, build_model
+from .models import PRESETS, BalancedBinaryCrossentropy, ContrastiveLoss, MultiwayLoss, SyncNet, build_model
+from .models.lip_encoder import VVADLRS3_INSTALL
 from .models.siamese import load_model, save_model
 
 FREEZE_CHOICES = ("none", "convs", "visual", "audio")
@@ -55,6 +56,7 @@ class TrainConfig:
     val_speakers: list | None = None  # fixed validation speakers instead of a val_fraction draw
     val_steps: int = 100
     hard_negative_fraction: float = 0.25
+    speaker_balance: float = 0.0  # 0: windows as the footage has them; 1: every speaker group alike
     augment: bool = True
     seed: int = hp.SEED
     init_from: str | None = None
@@ -231,7 +233,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
         freeze_layers(model, config.freeze)
         compile_model(model, config)
 
-    train_ds = _labelled(make_dataset(config, train_shards, global_batch, config.seed, config.augment))
+    balanced = data.balanced_shards(config.data_dir, train_shards, config.speaker_balance)
+    train_ds = _labelled(make_dataset(config, balanced, global_batch, config.seed, config.augment))
     if config.resume:
         # The pair stream is deterministic under the seed: skip what finished epochs consumed, so a
         # resumed run sees the same batches as an uninterrupted one.
@@ -286,7 +289,9 @@ def _clear_backup(out_dir):
 def configure_parser(parser):
     parser.add_argument("data_dir", help="folder of shards made by `syncnet preprocess`")
     parser.add_argument("--out", required=True, dest="out_dir", help="run folder (checkpoints, logs)")
-    parser.add_argument("--preset", default="paper", choices=("paper", "syncnet_v2", "tiny"))
+    parser.add_argument("--preset", default="paper", choices=tuple(PRESETS),
+                        help="the shards' preset (syncnet preprocess --preset); lips builds on vvadlrs3's "
+                             f"lip encoder ({VVADLRS3_INSTALL})")
     parser.add_argument("--epochs", type=int, default=hp.EPOCHS)
     parser.add_argument("--steps-per-epoch", type=int, default=TrainConfig.steps_per_epoch)
     parser.add_argument("--batch-size", type=int, default=hp.BATCH_SIZE, help="per replica")
@@ -306,6 +311,9 @@ def configure_parser(parser):
                              "with them), instead of a --val-fraction drawn by --seed")
     parser.add_argument("--hard-negatives", type=float, default=TrainConfig.hard_negative_fraction,
                         dest="hard_negative_fraction", help="fraction of negatives from the same clip, shifted")
+    parser.add_argument("--speaker-balance", type=float, default=TrainConfig.speaker_balance,
+                        help="0..1: a speaker's share of the training windows goes as its frames to the power "
+                             "1 - this (0: as the footage has them; 1: every speaker alike)")
     parser.add_argument("--no-augment", action="store_false", dest="augment")
     parser.add_argument("--seed", type=int, default=hp.SEED)
     parser.add_argument("--init-from", help="start from this model (.keras or 'default')")

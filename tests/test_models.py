@@ -105,7 +105,7 @@ def test_bad_inputs_name_the_expected_shape(tmp_path):
 
 
 def test_every_preset_is_listed():
-    assert set(PRESETS) == {"paper", "syncnet_v2", "tiny"}
+    assert set(PRESETS) == {"paper", "lips", "syncnet_v2", "tiny"}
 
 
 def test_float16_storage_halves_the_file_and_keeps_outputs_close(tmp_path):

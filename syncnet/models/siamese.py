@@ -5,13 +5,16 @@ from keras import ops
 
 from .. import hyperparameters as hp
 from .layers import L2Distance, SyncHead
-from .towers import build_audio_tower, build_visual_tower
+from .lip_encoder import build_lip_encoder, load_vvadlrs3_weights
+from .towers import LIP_FEATURE_SCALE, build_audio_tower, build_visual_tower
 
 PRESETS = {
     # The paper's input (5 grayscale 112 px mouth crops, 13 x 20 MFCC), sized to train on a CPU.
     "paper": dict(visual_input="mouth", width=0.5, audio_width=0.25, embedding_dim=256, bn_epsilon=1e-3),
     # syncnet_python's public model, layer for layer (PyTorch BatchNorm epsilon), for its weights.
     "syncnet_v2": dict(visual_input="face", width=1.0, audio_width=1.0, embedding_dim=1024, bn_epsilon=1e-5),
+    # vvadlrs3's LRS3 lip encoder (frozen) on 50 x 100 RGB lip crops, a small tower over its features.
+    "lips": dict(visual_input="lips", width=0.5, audio_width=0.25, embedding_dim=256, bn_epsilon=1e-3),
     # A few thousand weights, for unit tests and smoke runs.
     "tiny": dict(visual_input="mouth", width=0.0625, audio_width=0.0625, embedding_dim=16, bn_epsilon=1e-3),
 }
@@ -23,7 +26,13 @@ class SyncNet(keras.Model):
     `{"distance": (batch,), "probability": (batch,)}` - the embedding distance and P(in sync).
 
     Frames are pixel values in [0, 255]: (5, 112, 112, 1) grayscale mouths for `visual_input="mouth"`,
-    (5, 224, 224, 3) RGB faces for `"face"`. See `frame_shape`.
+    (5, 224, 224, 3) RGB faces for `"face"`, (5, 50, 100, 3) RGB lips for `"lips"`. See `frame_shape`.
+
+    A `"lips"` model first runs each frame through a frozen `frame_encoder` (vvadlrs3's MobileNet,
+    syncnet.models.lip_encoder); its visual tower reads the encoder's features. Those features are
+    what its training shards hold, so training and evaluation pass `{"features": (batch, 5, 3, 6,
+    512), "mfcc": ...}` instead of frames (`feature_shape`). For the other inputs the encoder is the
+    identity: features are the frames.
     """
 
     def __init__(
@@ -43,6 +52,7 @@ class SyncNet(keras.Model):
         self.embedding_dim = embedding_dim
         self.bn_epsilon = bn_epsilon
         self.preset = preset
+        self.frame_encoder = build_frame_encoder() if visual_input == "lips" else None
         self.visual_tower = build_visual_tower(visual_input, width, embedding_dim, bn_epsilon)
         self.audio_tower = build_audio_tower(self.audio_width, embedding_dim, bn_epsilon)
         self.l2_distance = L2Distance(name="l2_distance")
@@ -55,7 +65,15 @@ class SyncNet(keras.Model):
 
     @property
     def frame_shape(self) -> tuple:
-        """Shape of one window of frames, without the batch axis."""
+        """Shape of one window of frames (pixels), without the batch axis."""
+        if self.frame_encoder is None:
+            return self.feature_shape
+        return (hp.WINDOW_FRAMES, *self.frame_encoder.input_shape[1:])
+
+    @property
+    def feature_shape(self) -> tuple:
+        """Shape of one window of what the visual tower reads: the frame encoder's features, or
+        the frames themselves."""
         return tuple(self.visual_tower.input_shape[1:])
 
     @property
@@ -67,10 +85,25 @@ class SyncNet(keras.Model):
         check_shape("frames", frames, (None, *self.frame_shape))
         check_shape("mfcc", mfcc, (None, *self.mfcc_shape))
 
+    def encode_frames(self, frames):
+        """(n, H, W, C) single frames -> (n, *feature_shape[1:]): the frozen frame encoder's
+        features (always in inference mode), or the frames unchanged when there is no encoder."""
+        if self.frame_encoder is None:
+            return frames
+        return self.frame_encoder(frames, training=False)
+
     def embed_frames(self, frames, training=False):
         """(batch, 5, H, W, C) pixel windows -> (batch, embedding_dim)."""
         check_shape("frames", frames, (None, *self.frame_shape))
+        if self.frame_encoder is not None:
+            features = self.encode_frames(ops.reshape(frames, (-1, *self.frame_shape[1:])))
+            frames = ops.reshape(features, (-1, *self.feature_shape))
         return self.visual_tower(frames, training=training)
+
+    def embed_features(self, features, training=False):
+        """(batch, *feature_shape) windows of frame-encoder features -> (batch, embedding_dim)."""
+        check_shape("features", features, (None, *self.feature_shape))
+        return self.visual_tower(features, training=training)
 
     def embed_audio(self, mfcc, training=False):
         """(batch, 13, 20) MFCC windows -> (batch, embedding_dim)."""
@@ -82,16 +115,21 @@ class SyncNet(keras.Model):
         window: distance (batch,). Groups - frames (batch, k, 5, H, W, C) with mfcc (batch, k, 13, 20) -
         compare every window of a group with every audio window of it (the multi-way loss), each
         window and each audio window embedded once: distance (batch, k, k), [g, i, j] = frames i
-        against audio j of group g."""
-        frames, mfcc = inputs["frames"], inputs["mfcc"]
+        against audio j of group g. `features` in place of `frames`: windows of frame-encoder
+        features (what shards hold)."""
+        mfcc = inputs["mfcc"]
+        if "features" in inputs:
+            visual_inputs, shape, embed = inputs["features"], self.feature_shape, self.embed_features
+        else:
+            visual_inputs, shape, embed = inputs["frames"], self.frame_shape, self.embed_frames
         if len(mfcc.shape) == 4:
             group = mfcc.shape[1]
-            visual = self.embed_frames(ops.reshape(frames, (-1, *self.frame_shape)), training=training)
+            visual = embed(ops.reshape(visual_inputs, (-1, *shape)), training=training)
             audio = self.embed_audio(ops.reshape(mfcc, (-1, *self.mfcc_shape)), training=training)
             visual = ops.reshape(visual, (-1, group, 1, self.embedding_dim))
             audio = ops.reshape(audio, (-1, 1, group, self.embedding_dim))
         else:
-            visual = self.embed_frames(frames, training=training)
+            visual = embed(visual_inputs, training=training)
             audio = self.embed_audio(mfcc, training=training)
         distance = self.l2_distance([visual, audio])
         return {"distance": distance, "probability": self.head(distance)}
@@ -123,17 +161,23 @@ def check_shape(name: str, tensor, expected: tuple, wanted: str | None = None):
         raise ValueError(f"{name} must have shape {wanted}, got {tuple(shape)}")
 
 
+def build_frame_encoder() -> keras.Sequential:
+    """The `lips` preset's frozen frame encoder: (n, 50, 100, 3) RGB lip crops 0..255 -> (n, 3, 6,
+    512) MobileNet features as codes 0..255 (the uint8 scale shards store them at)."""
+    encoder = keras.Sequential([build_lip_encoder(), keras.layers.Rescaling(LIP_FEATURE_SCALE)], name="frame_encoder")
+    encoder.trainable = False
+    return encoder
+
+
 def build_model(preset: str = "paper") -> SyncNet:
-    """A new, untrained SyncNet of a preset: 'paper', 'syncnet_v2' or 'tiny'."""
+    """A new SyncNet of a preset ('paper', 'lips', 'syncnet_v2' or 'tiny'), untrained but for the
+    `lips` preset's frame encoder, which gets vvadlrs3's weights (the package must be installed)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return SyncNet(**PRESETS[preset], preset=preset, name=f"syncnet_{preset}")
-
-
-def predict_windows(model: SyncNet, frames, mfcc):
-    """Distances and probabilities of paired windows in inference mode, as numpy arrays."""
-    out = model({"frames": frames, "mfcc": mfcc}, training=False)
-    return ops.convert_to_numpy(out["distance"]), ops.convert_to_numpy(out["probability"])
+    model = SyncNet(**PRESETS[preset], preset=preset, name=f"syncnet_{preset}")
+    if model.frame_encoder is not None:
+        load_vvadlrs3_weights(model.frame_encoder.layers[0])
+    return model
 
 
 DEFAULT_MODEL = "default"

@@ -131,6 +131,41 @@ def build_audio_tower(width: float, embedding_dim: int, bn_epsilon: float) -> ke
     return keras.Sequential(layers, name="audio_tower")
 
 
+# The `lips` preset's visual tower reads the frame encoder's (3, 6, 512) feature map per frame
+# (syncnet.models.lip_encoder), stored as uint8 codes 0..255 of its ReLU6 outputs 0..6.
+LIP_FEATURE_SHAPE = (3, 6, 512)
+LIP_FEATURE_SCALE = 255.0 / 6.0  # feature code per ReLU6 unit
+LIP_FEATURE_DROPOUT = 0.5  # of the encoder's features, in training: 77 minutes of footage overfit fast
+LIP_MAP_CHANNELS = 64  # the map's 512 channels mixed down per position, the 3 x 6 layout kept
+
+
+def build_lip_feature_tower(width: float, embedding_dim: int, bn_epsilon: float) -> keras.Sequential:
+    """(batch, 5, 3, 6, 512) frame-encoder feature codes 0..255 -> (batch, embedding_dim).
+
+    Per frame, a 1 x 1 conv mixes each position's channels down (where in the lips, what it
+    looks like) and a Dense shared by the 5 frames projects the map (the lip shape); then the 5
+    projections together go through the MLP head (how it moves)."""
+    frames = hp.WINDOW_FRAMES
+    rows, columns, _ = LIP_FEATURE_SHAPE
+    per_frame = max(1, round(512 * width))
+    return keras.Sequential(
+        [
+            keras.Input((frames, *LIP_FEATURE_SHAPE)),
+            keras.layers.Rescaling(1.0 / LIP_FEATURE_SCALE),
+            keras.layers.Dropout(LIP_FEATURE_DROPOUT),
+            keras.layers.Conv3D(LIP_MAP_CHANNELS, 1, name="visual_map_conv"),  # kernel 1: per frame and position
+            keras.layers.BatchNormalization(epsilon=bn_epsilon, momentum=0.9, name="visual_map_bn"),
+            keras.layers.ReLU(),
+            keras.layers.Reshape((frames, rows * columns * LIP_MAP_CHANNELS)),
+            keras.layers.Dense(per_frame, name="visual_frame_fc"),
+            keras.layers.BatchNormalization(epsilon=bn_epsilon, momentum=0.9, name="visual_frame_bn"),
+            keras.layers.ReLU(),
+            *embedding_mlp(max(1, round(1024 * width)), embedding_dim, bn_epsilon, "visual"),
+        ],
+        name="visual_tower",
+    )
+
+
 def build_visual_tower(
     visual_input: str, width: float, embedding_dim: int, bn_epsilon: float
 ) -> keras.Sequential:
@@ -141,7 +176,10 @@ def build_visual_tower(
     `visual_input="face"`: syncnet_python's 224 x 224 RGB face crops, raw [0, 255] pixels as
     syncnet_python feeds them. Either way the 5 frames are stacked into the channels (frame t,
     channel c -> channel C t + c) of a 2-D stem.
+    `visual_input="lips"`: the frame encoder's features (`build_lip_feature_tower`).
     """
+    if visual_input == "lips":
+        return build_lip_feature_tower(width, embedding_dim, bn_epsilon)
     frames = hp.WINDOW_FRAMES
     if visual_input == "mouth":
         size, channels, plan = hp.MOUTH_CROP_SIZE, 1, MOUTH_PLAN_2D
@@ -149,7 +187,7 @@ def build_visual_tower(
     elif visual_input == "face":
         size, channels, plan, stem = hp.FACE_CROP_SIZE, 3, FACE_PLAN_2D, []
     else:
-        raise ValueError(f"visual_input must be 'mouth' or 'face', got {visual_input!r}")
+        raise ValueError(f"visual_input must be 'mouth', 'face' or 'lips', got {visual_input!r}")
     layers = [
         keras.Input((frames, size, size, channels)),
         keras.layers.Permute((2, 3, 1, 4)),  # (H, W, frames, C)
