@@ -6,10 +6,11 @@ For each real clip A (a face speaking its own audio) and the next clip B in the 
 side-by-side videos are made, both halves scaled to 256 px high, with A's audio:
 - "still": B's first frame held for the whole clip (a face that does not move: the easy case);
 - "other": B's own frames (a face that talks, but not this audio: what dialogue and dubbing give).
-Each goes through `detect_speakers` at the given threshold (default: the shipped one) and the
-script prints, per video, the fraction of A's frames called speaking (want: high) and of B's
-(want: low), then the medians, and the threshold that best separates the two faces' smoothed
-confidences (Youden's J over all frames), to set DEFAULT_THRESHOLD from real footage.
+Each goes through `detect_speakers` at the given threshold (default: the model's calibrated one)
+and the script prints, per video, the fraction of A's frames called speaking (want: high) and of
+B's (want: low), then the medians, and the threshold that would best have separated the two faces'
+smoothed confidences on these videos (Youden's J over all frames) - to compare with the one
+`syncnet calibrate` fitted.
 
 The clips must be speakers the model never trained on (docs/training.md lists the held-out ones).
 """
@@ -29,7 +30,7 @@ from PIL import Image  # noqa: E402
 
 from syncnet import hyperparameters as hp  # noqa: E402
 from syncnet.models.siamese import load_model  # noqa: E402
-from syncnet.speakers import DEFAULT_THRESHOLD, detect_speakers  # noqa: E402
+from syncnet.speakers import detect_speakers, speaking_threshold  # noqa: E402
 from syncnet.video import load_media  # noqa: E402
 
 HEIGHT = 256
@@ -85,10 +86,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clips", nargs="+")
     parser.add_argument("--model", default=None)
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated one")
     parser.add_argument("--out", default=None, help="keep the side-by-side videos here")
     args = parser.parse_args(argv)
     model = load_model(args.model)
+    threshold = speaking_threshold(model) if args.threshold is None else args.threshold
     out = Path(args.out or tempfile.mkdtemp())
     out.mkdir(parents=True, exist_ok=True)
     rows, confidences = [], {"speaking": [], "silent": []}
@@ -98,7 +100,7 @@ def main(argv=None):
             path = out / f"{Path(clip).stem}__{kind}.mp4"
             left_width = write_side_by_side(clip, partner, path, still=kind == "still")
             try:
-                result = detect_speakers(path, model, threshold=args.threshold)
+                result = detect_speakers(path, model, threshold=threshold)
             except ValueError as error:
                 print(f"{path.name}: {error}", file=sys.stderr)
                 continue
@@ -119,7 +121,7 @@ def main(argv=None):
                   f"{sum(r[2] > 0.5 and r[3] < 0.25 for r in chosen)} of {len(chosen)}")
     if rows:
         threshold, j = best_threshold(np.concatenate(confidences["speaking"]), np.concatenate(confidences["silent"]))
-        print(f"threshold {args.threshold}; the best separating threshold on these frames: {threshold:.3f} (J = {j:.2f})")
+        print(f"threshold {threshold:.3f}; the best separating threshold on these frames: {threshold:.3f} (J = {j:.2f})")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,10 @@ class Calibration:
     num_swapped: int
     model: str = ""
     auc_by_score: dict = field(default_factory=dict)  # every candidate's ROC-AUC
+    # `syncnet speakers`' threshold on a face's smoothed relative confidence: the one that best tells
+    # the real clips' faces under their own audio (speaking) from the same faces under the swapped
+    # audio (another voice: not the speaker), both read at the clip's own offset. None: not fitted.
+    speaking_threshold: float | None = None
 
     def score_of(self, track) -> float:
         """This calibration's score of a scoring.TrackScore (a video's: its `ScoreResult.best`)."""
@@ -83,7 +87,7 @@ class Calibration:
         if data.get("version") != FORMAT_VERSION:
             raise ValueError(f"unsupported calibration version {data.get('version')!r} (expected {FORMAT_VERSION})")
         fields = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        missing = set(cls.__dataclass_fields__) - set(fields) - {"model", "auc_by_score"}
+        missing = set(cls.__dataclass_fields__) - set(fields) - {"model", "auc_by_score", "speaking_threshold"}
         if missing:
             raise ValueError(f"calibration is missing {', '.join(sorted(missing))}")
         if fields["score"] not in SCORES:
@@ -128,12 +132,15 @@ def save_calibration(calibration: Calibration, path):
 # --- Fitting ------------------------------------------------------------------------------------
 
 
-def fit_calibration(in_sync: dict, tampered: dict, *, false_alarm: float | None = None, model: str = "") -> Calibration:
+def fit_calibration(in_sync: dict, tampered: dict, *, false_alarm: float | None = None, model: str = "",
+                    speaking=None, not_speaking=None) -> Calibration:
     """Pick the score that separates best and fit its verdict.
 
     in_sync, tampered: score name -> the scores of the in-sync (real) and tampered (swapped) pairs.
     false_alarm: when given, the threshold is the highest one that calls at most this fraction of the
     in-sync pairs tampered; otherwise the one with the best balanced accuracy.
+    speaking, not_speaking: per-frame speaker confidences of faces under their own and under swapped
+    audio; when given, `speaking_threshold` is the one with the best balanced accuracy on them.
     """
     auc_by_score = {name: roc_auc(in_sync[name], tampered[name]) for name in in_sync}
     # ties (every candidate separates a small set perfectly): the one with the widest gap
@@ -157,6 +164,7 @@ def fit_calibration(in_sync: dict, tampered: dict, *, false_alarm: float | None 
         num_swapped=len(negative),
         model=model,
         auc_by_score=auc_by_score,
+        speaking_threshold=None if speaking is None else fit_threshold(np.asarray(speaking, np.float64), np.asarray(not_speaking, np.float64)),
     )
 
 
@@ -251,6 +259,10 @@ class PairScores:
     tampered: dict  # each clip with another clip's audio
     skipped: list[str]  # "path: reason" for every clip that could not be used
     model: str  # the model that scored them
+    # `syncnet speakers`' smoothed per-frame confidence of each clip's best face, at its own offset,
+    # under its own audio and under the swapped ones
+    speaking: list = field(default_factory=list)
+    not_speaking: list = field(default_factory=list)
 
 
 def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift: int = hp.VSHIFT,
@@ -278,6 +290,7 @@ def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift
 
     scores = PairScores({name: [] for name in SCORES}, {name: [] for name in SCORES}, skipped, model_name)
     for index, clip in enumerate(clips):
+        own = None  # the best face under its own audio: the face that speaks, and the clip's offset
         for step in range(min(swaps, len(clips) - 1) + 1):
             audio = clips[(index + step) % len(clips)].audio
             best = ScoreResult(video=clip.media.path, model=model_name, tracks=_paired_track_scores(model, clip, audio)).best
@@ -285,6 +298,10 @@ def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift
                 continue
             for name in SCORES:
                 (scores.in_sync if step == 0 else scores.tampered)[name].append(score_value(best, name))
+            own = best if step == 0 else own
+            if own is not None:
+                (scores.speaking if step == 0 else scores.not_speaking).extend(
+                    _speaking_confidence(clip.plans[own.track_id], audio, own.offset_frames))
     if not scores.tampered[SCORES[0]]:
         raise ValueError("no swapped pair could be scored: every other clip's audio ends before the faces appear")
     return scores
@@ -306,13 +323,30 @@ def _paired_track_scores(model, clip, audio: np.ndarray) -> list:
     return scores
 
 
+def _speaking_confidence(plan, audio: np.ndarray, offset: int) -> np.ndarray:
+    """`syncnet speakers`' smoothed per-frame confidence of one face track against `audio`
+    embeddings placed at its first frame, read at `offset`; the frames that have one."""
+    from .scoring import score_windows
+    from .speakers import DEFAULT_SMOOTH_FRAMES, smoothed, window_confidence
+
+    windows = min(plan.windows, len(audio) - plan.start)
+    if windows < 1:
+        return np.zeros(0, np.float32)
+    distances = score_windows(plan.frame_embeddings[:windows], audio[plan.start : plan.start + windows], min(plan.vshift, windows - 1))
+    confidence = smoothed(window_confidence(distances, offset, windows + hp.WINDOW_FRAMES), DEFAULT_SMOOTH_FRAMES)
+    return confidence[np.isfinite(confidence)]
+
+
 def calibrate(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift: int = hp.VSHIFT,
               false_alarm: float | None = None, progress: bool = False) -> tuple[Calibration, list[str]]:
-    """Fit the verdict on real clips (paths). Returns the calibration and the clips skipped, with why."""
+    """Fit the verdict (and `syncnet speakers`' threshold) on real clips (paths). Returns the
+    calibration and the clips skipped, with why."""
     if false_alarm is not None and not 0 <= false_alarm < 1:
         raise ValueError(f"the false-alarm rate must be in [0, 1), got {false_alarm}")
     scores = calibration_scores(videos, model, swaps=swaps, vshift=vshift, progress=progress)
-    return fit_calibration(scores.in_sync, scores.tampered, false_alarm=false_alarm, model=scores.model), scores.skipped
+    calibration = fit_calibration(scores.in_sync, scores.tampered, false_alarm=false_alarm, model=scores.model,
+                                  speaking=scores.speaking, not_speaking=scores.not_speaking)
+    return calibration, scores.skipped
 
 
 def _progress(videos, enabled):
@@ -362,6 +396,8 @@ def summary_text(calibration: Calibration, output) -> str:
         f"{100 * calibration.balanced_accuracy:.1f}%, false alarms {100 * calibration.false_alarm_rate:.1f}%, "
         f"misses {100 * calibration.miss_rate:.1f}%\n"
         f"  ROC-AUC of each candidate score: {others}"
+        + ("" if calibration.speaking_threshold is None else
+           f"\n  syncnet speakers: a face speaks when its confidence > {calibration.speaking_threshold:.4g}")
     )
 
 

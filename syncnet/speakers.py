@@ -40,11 +40,12 @@ from . import hyperparameters as hp
 from .files import atomic_output
 
 DEFAULT_SMOOTH_FRAMES = 25
-# Relative confidence a face needs to be speaking. Measured on the tiny test model (tests/
-# trained_model.py), smoothed over 25 frames: a mouth moving with the audio stays at 0.5-0.76, a
-# still face wanders between -0.4 and 0.37 as the audio changes (above 0.3 in 4 % of the frames of
-# the worst of two clips with two still faces). Other models spread differently: look at
-# `--json --per-frame` and set --threshold.
+# Relative confidence a face needs to be speaking, for a model whose calibration has no
+# `speaking_threshold` (`syncnet calibrate` fits one on real footage; the shipped expert's is in its
+# calibration file). Measured on the tiny test model (tests/trained_model.py), smoothed over 25
+# frames: a mouth moving with the audio stays at 0.5-0.76, a still face wanders between -0.4 and
+# 0.37 as the audio changes (above 0.3 in 4 % of the frames of the worst of two clips with two
+# still faces). Other models spread differently: calibrate them, or look at `--json --per-frame`.
 DEFAULT_THRESHOLD = 0.3
 NO_SPEAKER = -1
 ANNOTATE_SUFFIXES = (".mp4", ".mov", ".mkv")
@@ -194,14 +195,15 @@ def detect_speakers(
     model=None,
     *,
     smooth: int = DEFAULT_SMOOTH_FRAMES,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     offset: int | None = None,
     vshift: int = hp.VSHIFT,
     progress: bool = False,
 ) -> SpeakerResult:
     """Who speaks when in `path`. model: a SyncNet, a .keras path, or None for the default expert.
     offset: read every track's confidence at this audio-video offset (frames, syncnet_python's
-    sign) instead of the most confident track's. Raises ValueError for an unusable video."""
+    sign) instead of the most confident track's. threshold: None takes the model's calibrated
+    `speaking_threshold`, else DEFAULT_THRESHOLD. Raises ValueError for an unusable video."""
     from .scoring import _resolve_model, score_windows, search_offset
 
     if smooth < 1:
@@ -209,6 +211,8 @@ def detect_speakers(
     if vshift < 0:
         raise ValueError(f"vshift must be >= 0, got {vshift}")
     model, model_name = _resolve_model(model)
+    if threshold is None:
+        threshold = speaking_threshold(model)
     embedded = embed_video(path, model, vshift=vshift, progress=progress)
     distances = {
         track_id: score_windows(plan.frame_embeddings, embedded.track_audio(plan), plan.vshift)
@@ -263,6 +267,14 @@ def detect_speakers(
         speaker=speaker,
         warnings=embedded.warnings,
     )
+
+
+def speaking_threshold(model) -> float:
+    """The model's calibrated threshold (`syncnet calibrate`), else DEFAULT_THRESHOLD."""
+    calibration = getattr(model, "calibration", None)
+    if calibration is None or calibration.speaking_threshold is None:
+        return DEFAULT_THRESHOLD
+    return calibration.speaking_threshold
 
 
 def window_confidence(distances: np.ndarray, offset: int, num_frames: int) -> np.ndarray:
@@ -387,8 +399,9 @@ def configure_parser(parser):
     parser.add_argument("--model", default=None, metavar="NAME_OR_PATH", help="a .keras SyncNet (default: the shipped expert)")
     parser.add_argument("--smooth", type=int, default=DEFAULT_SMOOTH_FRAMES, metavar="FRAMES",
                         help="average each face's confidence over this many frames (default %(default)s; 10-100 is sensible)")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help="relative confidence a face needs to be speaking (default %(default)s)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="relative confidence a face needs to be speaking (default: the model's calibrated "
+                             f"one, else {DEFAULT_THRESHOLD})")
     parser.add_argument("--offset", type=int, default=None, metavar="FRAMES",
                         help="read confidences at this audio-video offset (default: the most confident face's)")
     parser.add_argument("--vshift", type=int, default=hp.VSHIFT, help="search offsets -N..N frames (default %(default)s)")

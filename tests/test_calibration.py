@@ -24,6 +24,7 @@ from syncnet.calibration import (
 from syncnet.cli import main
 from syncnet.models.siamese import save_model
 from syncnet.scoring import score_video
+from syncnet.speakers import DEFAULT_THRESHOLD, detect_speakers
 
 SEEDS = (11, 12, 13, 14, 15, 16)  # none of trained_model.TRAIN_SEEDS: held-out speech
 
@@ -37,9 +38,14 @@ def real_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pair_scores(real_dir, trained_tiny_model):
+def scores(real_dir, trained_tiny_model):
     scores = calibration_scores(sorted(real_dir.glob("*.mp4")), trained_tiny_model, swaps=3)
     assert scores.skipped == []
+    return scores
+
+
+@pytest.fixture(scope="module")
+def pair_scores(scores):
     return scores.in_sync, scores.tampered
 
 
@@ -96,6 +102,23 @@ def test_score_video_gives_the_calibrated_verdict_and_tampered_likelihood(real_d
     finally:
         trained_tiny_model.calibration = None
     assert score_video(first, trained_tiny_model, calibration=tmp_path / "calibration.json").tampered == pytest.approx(own.tampered)
+
+
+def test_the_speakers_threshold_is_fitted_on_faces_under_their_own_and_swapped_audio(scores, real_dir, trained_tiny_model):
+    calibration = fit_calibration(scores.in_sync, scores.tampered, speaking=scores.speaking, not_speaking=scores.not_speaking)
+    threshold = calibration.speaking_threshold
+    speaking, not_speaking = np.asarray(scores.speaking), np.asarray(scores.not_speaking)
+    assert len(speaking) > 6 * 50 and len(not_speaking) > 3 * len(speaking) * 0.9  # every frame of every pair
+    assert np.mean(speaking > threshold) > 0.8 and np.mean(not_speaking > threshold) < 0.2
+    # `syncnet speakers` takes a model's calibrated threshold unless given one
+    first = sorted(real_dir.glob("*.mp4"))[0]
+    assert detect_speakers(first, trained_tiny_model).threshold == DEFAULT_THRESHOLD
+    trained_tiny_model.calibration = calibration
+    try:
+        assert detect_speakers(first, trained_tiny_model).threshold == threshold
+        assert detect_speakers(first, trained_tiny_model, threshold=0.9).threshold == 0.9
+    finally:
+        trained_tiny_model.calibration = None
 
 
 def test_calibration_json_round_trips(pair_scores, tmp_path):
