@@ -120,8 +120,8 @@ def main(argv=None):
                   f"speaking face called speaking for most of its frames and the silent one for under a quarter in "
                   f"{sum(r[2] > 0.5 and r[3] < 0.25 for r in chosen)} of {len(chosen)}")
     if rows:
-        threshold, j = best_threshold(np.concatenate(confidences["speaking"]), np.concatenate(confidences["silent"]))
-        print(f"threshold {threshold:.3f}; the best separating threshold on these frames: {threshold:.3f} (J = {j:.2f})")
+        best, j = best_threshold(np.concatenate(confidences["speaking"]), np.concatenate(confidences["silent"]))
+        print(f"threshold {threshold:.3f}; the best separating threshold on these frames: {best:.3f} (J = {j:.2f})")
 
 
 if __name__ == "__main__":

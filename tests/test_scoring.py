@@ -20,6 +20,7 @@ from synthetic import speech_audio, speech_envelope, write_clip, write_frames
 from syncnet import hyperparameters as hp
 from syncnet.models import build_model
 from syncnet.models.siamese import default_model_path
+from syncnet.speakers import DEFAULT_THRESHOLD, speaking_threshold
 from syncnet.scoring import score_media, score_video, score_windows, search_offset
 from syncnet.video import load_media
 
@@ -297,6 +298,9 @@ def test_the_shipped_expert_loads_with_its_calibration_and_scores_by_default(cli
     result = json.loads(run.stdout)
     assert run.returncode == 0 and result["status"] == "ok" and result["model"] == "default"
     assert result["tampered"] is not None  # the shipped calibration's P(tampered)
+    # and `syncnet speakers`' threshold, fitted on real footage by `syncnet calibrate`
+    assert 0 < model.calibration.speaking_threshold < DEFAULT_THRESHOLD
+    assert speaking_threshold(model) == model.calibration.speaking_threshold
 
 
 # --- the real clips (research data, skipped when absent) -----------------------------------------

@@ -16,7 +16,8 @@ what the `lips` preset's visual tower reads, and what `syncnet preprocess --pres
 
 The wheel pins TensorFlow 2.3 in its metadata, so it cannot be a normal dependency: install it with
 `--no-deps` (only its .h5 file is read, with h5py). Only building a new `lips` model needs it; a
-saved one carries the encoder's weights.
+saved one carries the encoder's weights - LGPL-licensed weights, which whoever distributes such a
+file must respect.
 """
 
 import importlib.util
