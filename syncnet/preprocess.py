@@ -431,8 +431,8 @@ def _reason_kind(reason: str) -> str:
 def preprocess_folder(input_dir, output_dir, preset="paper", *, workers=1, speakers=None, sync_filter=None,
                       runner="local", beam_args=(), progress=True) -> dict:
     """Preprocess every video under input_dir that output_dir lacks; returns the summary."""
+    jobs = plan_jobs(input_dir, output_dir, preset, speakers, sync_filter)  # checks the inputs before writing anything
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    jobs = plan_jobs(input_dir, output_dir, preset, speakers, sync_filter)
     if runner == "beam":
         with open(Path(output_dir) / MANIFEST, "a") as manifest:
             manifest.writelines(json.dumps(entry) + "\n" for entry in run_beam_pipeline(jobs, output_dir, preset, beam_args))

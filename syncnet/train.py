@@ -33,7 +33,7 @@ from . import data
 from . import hyperparameters as hp
 from .evaluation import offset_accuracy
 from .models import PRESETS, BalancedBinaryCrossentropy, ContrastiveLoss, MultiwayLoss, SyncNet, build_model
-from .models.lip_encoder import VVADLRS3_INSTALL
+from .models.lip_encoder import VVADLRS3_INSTALL, vvadlrs3_weights_path
 from .models.siamese import load_model, save_model
 
 FREEZE_CHOICES = ("none", "convs", "visual", "audio")
@@ -211,6 +211,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
             f"--loss multiway needs a --batch-size that is a multiple of --group-size (>= 2), "
             f"got {config.batch_size} and {config.group_size}"
         )
+    if config.init_from is None and not data.holds_pixels(config.preset):
+        vvadlrs3_weights_path()  # a new lips model needs vvadlrs3's encoder: say so before writing anything
     os.makedirs(config.out_dir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from syncnet import data
+from syncnet.cli import main
 from syncnet import hyperparameters as hp
 from syncnet.data import Segment
 from syncnet.faces import FaceTrack, crop_tracks
@@ -101,13 +102,21 @@ def test_vvadlrs3_weights_load_into_the_encoder_by_name():
     assert features.shape == (1, 3, 6, 512) and 0 <= features.min() and features.max() <= 6 and features.max() > 0
 
 
-def test_building_a_lips_model_without_vvadlrs3_names_the_install(monkeypatch):
+def test_without_vvadlrs3_a_new_lips_model_or_its_shards_name_the_install_before_writing(monkeypatch, tmp_path, capsys):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vvadlrs3" else real_find_spec(name, *a))
     with pytest.raises(FileNotFoundError, match="pip install --no-deps vvadlrs3==0.2.0"):
         build_model("lips")
+    write_feature_shards(tmp_path / "shards")
+    (tmp_path / "videos").mkdir()
+    for command in (["train", str(tmp_path / "shards"), "--out", str(tmp_path / "run"), "--preset", "lips"],
+                    ["preprocess", str(tmp_path / "videos"), str(tmp_path / "out"), "--preset", "lips"]):
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.endswith(f"{VVADLRS3_INSTALL}\n")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
 
 
 def write_feature_shards(folder, speakers=("A", "B", "C"), frames=60, seed=0):
