@@ -291,3 +291,21 @@ def test_split_needs_two_speaker_groups(tmp_path):
     (tmp_path / "copied").mkdir()
     with pytest.raises(FileNotFoundError, match="manifest"):
         data.split_by_speaker(tmp_path / "copied", 0.5)
+
+
+def test_speaker_balance_repeats_shards_toward_equal_speaker_shares(tmp_path):
+    # speaker A: 4 clips of 100 frames; B: 1 clip of 25 frames (16x fewer)
+    write_shards(tmp_path, [*[(f"a{i}", "A", [100]) for i in range(4)], ("b", "B", [25])])
+    paths = data.list_shards(tmp_path)
+    frames = dict(zip(paths, [100] * 4 + [25]))
+
+    def share_of_b(power):
+        balanced = data.balanced_shards(tmp_path, paths, power)
+        return sum(frames[path] for path in balanced if path == paths[-1]) / sum(frames[path] for path in balanced)
+
+    assert data.balanced_shards(tmp_path, paths, 0.0) == paths  # as the footage has them
+    assert share_of_b(0.0) == pytest.approx(25 / 425)
+    assert share_of_b(1.0) == pytest.approx(0.5)  # every speaker alike
+    assert share_of_b(0.5) == pytest.approx(1 / (1 + 16**0.5))  # shares go as frames ** 0.5
+    with pytest.raises(ValueError, match="speaker balance must be in"):
+        data.balanced_shards(tmp_path, paths, 1.5)
