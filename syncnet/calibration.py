@@ -92,7 +92,8 @@ class Calibration:
             raise ValueError(f"calibration is missing {', '.join(sorted(missing))}")
         if fields["score"] not in SCORES:
             raise ValueError(f"calibration score {fields['score']!r} is not one of {', '.join(SCORES)}")
-        for name in ("threshold", "logistic_intercept", "logistic_slope"):
+        optional = [name for name in ("speaking_threshold",) if fields.get(name) is not None]
+        for name in ("threshold", "logistic_intercept", "logistic_slope", *optional):
             if not isinstance(fields[name], (int, float)) or not math.isfinite(fields[name]):
                 raise ValueError(f"calibration {name} must be a finite number, got {fields[name]!r}")
         return cls(**fields)

@@ -127,7 +127,7 @@ def crop_shape(preset: str) -> tuple:
 def holds_pixels(preset: str) -> bool:
     """Whether a preset's shards hold pixels (to augment, keyed "frames" in batches) or frame-encoder
     features (keyed "features", see SyncNet)."""
-    return PRESETS[preset]["visual_input"] != "lips"
+    return crop_shape(preset) != CROP_SHAPES["lips"]
 
 
 def visual_key(preset: str) -> str:
@@ -252,11 +252,14 @@ def speaker_groups(data_dir) -> tuple[list[dict], dict[str, list[dict]], dict[st
 
 def balanced_shards(data_dir, shards, power: float) -> list[str]:
     """`shards` with each repeated so that a speaker group's share of the windows goes as its
-    frames to the power 1 - `power`: 0 leaves the list as it is (shares follow the footage), 1 gives
-    every speaker group the same share. One speaker with most of the footage (GRID's 50 minutes
-    of one man) otherwise teaches that face and voice, not sync."""
+    frames to the power 1 - `power` (as near as whole repeats get: each count is rounded): 0 leaves
+    the list as it is (shares follow the footage), 1 gives every speaker group the same share. One
+    speaker with most of the footage (GRID's 50 minutes of one man) otherwise teaches that face and
+    voice, not sync."""
     if not 0.0 <= power <= 1.0:
         raise ValueError(f"speaker balance must be in [0, 1], got {power}")
+    if power == 0 or not shards:
+        return [os.fspath(shard) for shard in shards]
     videos, groups, _ = speaker_groups(data_dir)
     chosen = {Path(shard).name for shard in shards}
     frames = {key: sum(video["track_frames"] for video in members if video["shard"] in chosen) for key, members in groups.items()}

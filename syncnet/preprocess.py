@@ -49,6 +49,7 @@ from .data import COMPRESSION, MANIFEST, MFCC_TAIL, Segment, crop_shape, encode_
 from .faces import crop_tracks, find_face_tracks, frames_to_crop
 from .models.lip_encoder import VVADLRS3_INSTALL, load_vvadlrs3_weights, vvadlrs3_weights_path
 from .models.siamese import PRESETS, build_frame_encoder, load_model
+from .models.towers import lip_feature_codes
 from .scoring import IN_SYNC_MAX_OFFSET, VIDEO_SUFFIXES, score_windows
 from .evaluation import window_embeddings
 from .video import Media, MediaError, is_silent, load_media
@@ -95,8 +96,8 @@ class VideoRecord:
                 if frame_index + 1 == stop:
                     bounds[track_id].pop(0)
                     columns = slice(hp.MFCC_STEPS_PER_FRAME * start, hp.MFCC_STEPS_PER_FRAME * stop + MFCC_TAIL)
-                    crops = np.stack(filling[track_id])
-                    stored = crops.reshape(len(crops), *shape) if encode is None else encode(crops)
+                    track_crops = np.stack(filling[track_id])
+                    stored = track_crops.reshape(len(track_crops), *shape) if encode is None else encode(track_crops)
                     yield Segment(self.clip, self.speaker, track_id, start, stored, self.mfcc[:, columns])
                     filling[track_id] = []
 
@@ -116,7 +117,7 @@ def feature_encoder(preset: str):
 
     def encode(crops: np.ndarray) -> np.ndarray:
         features = [run(tf.constant(crops[i : i + ENCODER_BATCH], tf.float32)).numpy() for i in range(0, len(crops), ENCODER_BATCH)]
-        return np.clip(np.rint(np.concatenate(features)), 0, 255).astype(np.uint8)
+        return lip_feature_codes(np.concatenate(features))
 
     return encode
 
@@ -182,7 +183,7 @@ class SyncFilter:
     def keeps(self, segment: Segment) -> bool:
         model = _load_filter_model(self.model)
         if model.feature_shape[1:] != segment.crops.shape[1:]:
-            raise ValueError(f"--model {self.model} takes {model.feature_shape[1:]} crops, the preset makes {segment.crops.shape[1:]}")
+            raise ValueError(f"--model {self.model} reads {model.feature_shape[1:]} per frame, the preset's shards hold {segment.crops.shape[1:]}")
         frame_embeddings, audio_embeddings = window_embeddings(model, segment.crops, segment.mfcc)
         vshift = min(hp.VSHIFT, len(frame_embeddings) - 1)
         if vshift < 1:

@@ -389,16 +389,18 @@ def _embed_audio_windows(towers, mfcc, plans, batch_size) -> np.ndarray:
 
 def _encoded_crops(towers, crops, batch_size):
     """The (frame index, {track_id: crop}) stream with each crop replaced by what the visual tower
-    reads: the frame encoder's features, `batch_size` crops per call - each frame encoded once,
-    however many windows it is in - or the crop itself."""
+    reads: the frame encoder's features as the codes shards hold, `batch_size` crops per call - each
+    frame encoded once, however many windows it is in - or the crop itself."""
     if towers.encode_frames is None:
         yield from crops
         return
+    from .models.towers import lip_feature_codes
+
     pending, count = [], 0
 
     def flush():
         flat = np.stack([crop for _, track_crops in pending for crop in track_crops.values()]).astype(np.float32)
-        features = iter(towers.encode_frames(flat).numpy())
+        features = iter(lip_feature_codes(towers.encode_frames(flat).numpy()))
         encoded = [(frame_index, {track_id: next(features) for track_id in track_crops}) for frame_index, track_crops in pending]
         pending.clear()
         return encoded

@@ -1,7 +1,7 @@
 """Active speaker detection: which face on screen speaks the audio, and when.
 
     syncnet speakers VIDEO [--json] [--annotate OUT.mp4] [--model NAME_OR_PATH] [--smooth FRAMES]
-                           [--threshold T] [--offset N]
+                           [--threshold T | --calibration JSON] [--offset N]
 
 SyncNet used the way syncnet_python's demo (and TalkNet's SyncNet baseline) use it: every face
 track is compared with the same audio, window by window, and the face whose lips match the sound
@@ -400,8 +400,11 @@ def configure_parser(parser):
     parser.add_argument("--smooth", type=int, default=DEFAULT_SMOOTH_FRAMES, metavar="FRAMES",
                         help="average each face's confidence over this many frames (default %(default)s; 10-100 is sensible)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="relative confidence a face needs to be speaking (default: the model's calibrated "
-                             f"one, else {DEFAULT_THRESHOLD})")
+                        help="relative confidence a face needs to be speaking (default: the calibrated one, "
+                             f"else {DEFAULT_THRESHOLD})")
+    parser.add_argument("--calibration", metavar="JSON",
+                        help="take the threshold from this `syncnet calibrate` file (default: the model's own; "
+                             "the shipped expert has one)")
     parser.add_argument("--offset", type=int, default=None, metavar="FRAMES",
                         help="read confidences at this audio-video offset (default: the most confident face's)")
     parser.add_argument("--vshift", type=int, default=hp.VSHIFT, help="search offsets -N..N frames (default %(default)s)")
@@ -410,8 +413,15 @@ def configure_parser(parser):
 def run_command(args) -> int:
     if args.annotate:
         check_annotate_output(args.video, args.annotate)  # before the minutes of detection, not after
+    threshold = args.threshold
+    if threshold is None and args.calibration:
+        from .calibration import load_calibration
+
+        threshold = load_calibration(args.calibration).speaking_threshold
+        if threshold is None:
+            raise ValueError(f"{args.calibration}: has no speaking_threshold (fitted by `syncnet calibrate` since 2026-12-01)")
     result = detect_speakers(
-        args.video, args.model, smooth=args.smooth, threshold=args.threshold, offset=args.offset,
+        args.video, args.model, smooth=args.smooth, threshold=threshold, offset=args.offset,
         vshift=args.vshift, progress=sys.stderr.isatty(),
     )
     print(json.dumps(result.to_dict(per_frame=args.per_frame)) if args.json else summary_text(result), flush=True)

@@ -20,6 +20,7 @@ from syncnet.calibration import (
     roc_auc,
     save_calibration,
     score_value,
+    summary_text,
 )
 from syncnet.cli import main
 from syncnet.models.siamese import save_model
@@ -146,6 +147,9 @@ def test_command_line_writes_the_calibration(real_dir, model_path, tmp_path, cap
     assert main(["score", video, "--model", str(model_path), "--calibration", str(output), "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert 0.0 <= scored["tampered"] <= 1.0
+    assert calibration.speaking_threshold is not None and "syncnet speakers" in summary_text(calibration, output)
+    assert main(["speakers", video, "--model", str(model_path), "--calibration", str(output), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["threshold"] == pytest.approx(calibration.speaking_threshold)
     assert main(["score", video, "--model", str(model_path), "--calibration", str(tmp_path / "none.json")]) == 1
     assert capsys.readouterr().err.startswith("syncnet score: error: ")
 
@@ -165,6 +169,13 @@ def test_bad_folders_are_one_line_errors(files, message, real_dir, model_path, t
     error = capsys.readouterr().err
     assert message in error and len(error.strip().splitlines()) == 1, error
     assert not (tmp_path / "c.json").exists()
+
+
+def test_a_speaking_threshold_that_is_not_a_number_is_refused(pair_scores, tmp_path):
+    data = {**fit_calibration(*pair_scores).to_dict(), "speaking_threshold": float("nan")}
+    (tmp_path / "nan.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="speaking_threshold must be a finite number"):
+        load_calibration(tmp_path / "nan.json")
 
 
 def test_load_calibration_rejects_other_files(tmp_path):

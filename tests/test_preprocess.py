@@ -133,7 +133,7 @@ def test_sync_filter_drops_segments(preprocessed, clips, tmp_path):
     assert SyncFilter(str(model_path), min_confidence=-np.inf, max_offset=hp.VSHIFT).keeps(segment)
     assert not SyncFilter(str(model_path), min_confidence=np.inf, max_offset=hp.VSHIFT).keeps(segment)
     faces = data.Segment("x", "y", 0, 0, np.zeros((10, 224, 224, 3), np.uint8), segment.mfcc[:, : 4 * 10 + 16])
-    with pytest.raises(ValueError, match="crops"):
+    with pytest.raises(ValueError, match=r"reads \(112, 112, 1\) per frame, the preset's shards hold \(224, 224, 3\)"):
         SyncFilter(str(model_path), 0.0, 1).keeps(faces)
 
     job = Job("normal.mp4", str(clips / "spk_a" / "normal.mp4"), None, "normal", "spk_a", "shard-00000.tfrecord.gz",

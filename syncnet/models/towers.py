@@ -20,6 +20,7 @@ follows a ReLU (inputs >= 0).
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 
 from .. import hyperparameters as hp
 
@@ -137,6 +138,12 @@ LIP_FEATURE_SHAPE = (3, 6, 512)
 LIP_FEATURE_SCALE = 255.0 / 6.0  # feature code per ReLU6 unit
 LIP_FEATURE_DROPOUT = 0.5  # of the encoder's features, in training: 77 minutes of footage overfit fast
 LIP_MAP_CHANNELS = 64  # the map's 512 channels mixed down per position, the 3 x 6 layout kept
+
+
+def lip_feature_codes(features: np.ndarray) -> np.ndarray:
+    """The frame encoder's output (codes as floats, see SyncNet.encode_frames) as the uint8 codes
+    shards store - and scoring reads, so both see the same numbers."""
+    return np.clip(np.rint(features), 0, 255).astype(np.uint8)
 
 
 def build_lip_feature_tower(width: float, embedding_dim: int, bn_epsilon: float) -> keras.Sequential:
