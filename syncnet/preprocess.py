@@ -6,8 +6,9 @@
 Per video (`preprocess_video`): decode at 25 fps, follow every face (syncnet.faces), crop it as the
 preset's model sees it (112 px grayscale mouths for `paper`/`tiny`, 224 px RGB faces for
 `syncnet_v2`; for `lips`, 50 x 100 RGB lip crops stored as their frozen frame encoder's features,
-computed once here so training never runs the encoder) and cut the clip's MFCC to each track. Tracks are split into segments of at most
-MAX_SEGMENT_FRAMES frames, one tf.train.Example each (format: syncnet/data.py).
+computed once here so training never runs the encoder) and cut the clip's MFCC to each track.
+Tracks are split into segments of at most MAX_SEGMENT_FRAMES frames, one tf.train.Example each
+(format: syncnet/data.py).
 
 OUTPUT_DIR gets one shard per video, `shard-00000.tfrecord.gz`, ..., written under a temporary name
 and renamed, so a shard is never half-written; `manifest.jsonl`, one line per video as it finishes
@@ -47,10 +48,10 @@ from . import hyperparameters as hp
 from .audio import mfcc
 from .data import COMPRESSION, MANIFEST, MFCC_TAIL, Segment, crop_shape, encode_segment, holds_pixels, read_manifest
 from .faces import crop_tracks, find_face_tracks, frames_to_crop
-from .models.lip_encoder import VVADLRS3_INSTALL, load_vvadlrs3_weights, vvadlrs3_weights_path
-from .models.siamese import PRESETS, build_frame_encoder, load_model
+from .models.lip_encoder import VVADLRS3_INSTALL, vvadlrs3_weights_path
+from .models.siamese import PRESETS, build_model, load_model
 from .models.towers import lip_feature_codes
-from .scoring import IN_SYNC_MAX_OFFSET, VIDEO_SUFFIXES, score_windows
+from .scoring import IN_SYNC_MAX_OFFSET, VIDEO_SUFFIXES, compiled_towers, score_windows
 from .evaluation import window_embeddings
 from .video import Media, MediaError, is_silent, load_media
 
@@ -111,12 +112,13 @@ def feature_encoder(preset: str):
     uint8 crops to their (n, 3, 6, 512) uint8 feature codes, with vvadlrs3's weights; else None."""
     if holds_pixels(preset):
         return None
-    encoder = build_frame_encoder()
-    load_vvadlrs3_weights(encoder.layers[0])
-    run = tf.function(lambda crops: encoder(crops, training=False), reduce_retracing=True)
+    # the encoder a new model of the preset starts from (build_model loads vvadlrs3's weights),
+    # compiled as scoring compiles it
+    encode_frames = compiled_towers(build_model(preset)).encode_frames
 
     def encode(crops: np.ndarray) -> np.ndarray:
-        features = [run(tf.constant(crops[i : i + ENCODER_BATCH], tf.float32)).numpy() for i in range(0, len(crops), ENCODER_BATCH)]
+        batches = range(0, len(crops), ENCODER_BATCH)
+        features = [encode_frames(crops[i : i + ENCODER_BATCH].astype(np.float32)).numpy() for i in batches]
         return lip_feature_codes(np.concatenate(features))
 
     return encode
