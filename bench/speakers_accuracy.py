@@ -9,8 +9,8 @@ side-by-side videos are made, both halves scaled to 256 px high, with A's audio:
 Each goes through `detect_speakers` at the given threshold (default: the model's calibrated one)
 and the script prints, per video, the fraction of A's frames called speaking (want: high) and of
 B's (want: low), then the medians, and the threshold that would best have separated the two faces'
-smoothed confidences on these videos (Youden's J over all frames) - to compare with the one
-`syncnet calibrate` fitted.
+smoothed confidences on these videos (calibration.fit_threshold over all frames, with its Youden's
+J) - to compare with the one `syncnet calibrate` fitted.
 
 The clips must be speakers the model never trained on (docs/training.md lists the held-out ones).
 """
@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from syncnet import hyperparameters as hp  # noqa: E402
+from syncnet.calibration import error_rates, fit_threshold  # noqa: E402
 from syncnet.models.siamese import load_model  # noqa: E402
 from syncnet.speakers import detect_speakers, speaking_threshold  # noqa: E402
 from syncnet.video import load_media  # noqa: E402
@@ -74,14 +75,6 @@ def halves(result, left_width):
     return pick(sides["left"]), pick(sides["right"])
 
 
-def best_threshold(speaking: np.ndarray, silent: np.ndarray) -> tuple[float, float]:
-    """The threshold with the highest true-positive minus false-positive rate, and that J."""
-    candidates = np.unique(np.concatenate([speaking, silent]))
-    rates = [(np.mean(speaking > t) - np.mean(silent > t), t) for t in candidates]
-    j, threshold = max(rates)
-    return float(threshold), float(j)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clips", nargs="+")
@@ -120,8 +113,12 @@ def main(argv=None):
                   f"speaking face called speaking for most of its frames and the silent one for under a quarter in "
                   f"{sum(r[2] > 0.5 and r[3] < 0.25 for r in chosen)} of {len(chosen)}")
     if rows:
-        best, j = best_threshold(np.concatenate(confidences["speaking"]), np.concatenate(confidences["silent"]))
-        print(f"threshold {threshold:.3f}; the best separating threshold on these frames: {best:.3f} (J = {j:.2f})")
+        # the fit `syncnet calibrate` makes (best balanced accuracy), on these videos' frames
+        speaking, silent = np.concatenate(confidences["speaking"]), np.concatenate(confidences["silent"])
+        best = fit_threshold(speaking, silent)
+        speaking_below, silent_above = error_rates(speaking, silent, np.array([best]))
+        print(f"threshold {threshold:.3f}; the best separating threshold on these frames: {best:.3f} "
+              f"(J = {1 - speaking_below[0] - silent_above[0]:.2f})")
 
 
 if __name__ == "__main__":
