@@ -14,7 +14,9 @@ offsets minus the mean distance at 0), P(in sync) at the best offset and at 0. T
 the two labels best (highest ROC-AUC) is kept, with a threshold that maximises balanced accuracy (or,
 with `--false-alarm`, the strictest one that calls at most that fraction of real clips tampered), its
 equal error rate, and a logistic fit of P(tampered | score) with both labels weighted equally
-(among candidates with the same ROC-AUC, the one whose labels lie furthest apart, by d').
+(among candidates with the same ROC-AUC, the one whose labels lie furthest apart, by d'). The
+logistic is centred on the threshold - P(tampered) is 0.5 exactly there - so the verdict and the
+printed likelihood never disagree: in sync (at a near-zero offset) <=> P(tampered) < 0.5.
 Swapped audio is unrelated to the lips at every offset, yet the best offset is the minimum of 31
 noisy distances even then, so the numbers read at offset 0 tend to separate better: on the tiny test
 model and eight 2 s synthetic clips (all 56 swaps), ROC-AUC 0.81 for `confidence`, 0.975 for
@@ -35,12 +37,12 @@ from pathlib import Path
 import numpy as np
 
 from . import hyperparameters as hp
-from .files import atomic_output
+from .files import atomic_output, check_writable
 
 # Numbers of a scoring.TrackScore, each higher for a pair that is in sync (see `score_value`).
 SCORES = ("confidence", "confidence_at_zero", "sync_probability", "sync_probability_at_zero")
 DEFAULT_SWAPS = 3
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1 had a free logistic intercept; its files load with the logistic re-centred
 # L2 penalty on the logistic slope (in units of the score's standard deviation): keeps the fit
 # finite when the two labels do not overlap at all.
 LOGISTIC_RIDGE = 1.0
@@ -52,8 +54,7 @@ class Calibration:
 
     score: str  # which of SCORES the verdict reads
     threshold: float  # in sync when score >= threshold
-    logistic_intercept: float  # P(tampered | s) = sigmoid(intercept + slope * s)
-    logistic_slope: float
+    logistic_slope: float  # P(tampered | s) = sigmoid(slope * (s - threshold)); < 0
     auc: float  # ROC-AUC of `score` on the calibration pairs
     eer: float  # equal error rate
     balanced_accuracy: float  # at `threshold`
@@ -73,18 +74,19 @@ class Calibration:
         return score_value(track, self.score)
 
     def in_sync(self, score: float) -> bool:
+        """score >= threshold: the same as tampered_likelihood(score) <= 0.5."""
         return bool(score >= self.threshold)
 
     def tampered_likelihood(self, score: float) -> float:
         """P(tampered | score) from the logistic fit, with in-sync and tampered equally likely a priori."""
-        return _sigmoid(self.logistic_intercept + self.logistic_slope * float(score))
+        return _sigmoid(self.logistic_slope * (float(score) - self.threshold))
 
     def to_dict(self) -> dict:
         return {"version": FORMAT_VERSION, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Calibration":
-        if data.get("version") != FORMAT_VERSION:
+        if data.get("version") not in (1, FORMAT_VERSION):
             raise ValueError(f"unsupported calibration version {data.get('version')!r} (expected {FORMAT_VERSION})")
         fields = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         missing = set(cls.__dataclass_fields__) - set(fields) - {"model", "auc_by_score", "speaking_threshold"}
@@ -93,7 +95,7 @@ class Calibration:
         if fields["score"] not in SCORES:
             raise ValueError(f"calibration score {fields['score']!r} is not one of {', '.join(SCORES)}")
         optional = [name for name in ("speaking_threshold",) if fields.get(name) is not None]
-        for name in ("threshold", "logistic_intercept", "logistic_slope", *optional):
+        for name in ("threshold", "logistic_slope", *optional):
             if not isinstance(fields[name], (int, float)) or not math.isfinite(fields[name]):
                 raise ValueError(f"calibration {name} must be a finite number, got {fields[name]!r}")
         return cls(**fields)
@@ -150,12 +152,10 @@ def fit_calibration(in_sync: dict, tampered: dict, *, false_alarm: float | None 
     negative = np.asarray(tampered[score], np.float64)
     threshold = fit_threshold(positive, negative, false_alarm)
     false_alarm_rate, miss_rate = error_rates(positive, negative, np.array([threshold]))
-    intercept, slope = fit_logistic(positive, negative)
     return Calibration(
         score=score,
         threshold=threshold,
-        logistic_intercept=intercept,
-        logistic_slope=slope,
+        logistic_slope=fit_logistic_slope(positive, negative, threshold),
         auc=auc_by_score[score],
         eer=equal_error_rate(positive, negative),
         balanced_accuracy=float(1.0 - (false_alarm_rate[0] + miss_rate[0]) / 2),
@@ -227,26 +227,25 @@ def equal_error_rate(in_sync_scores, tampered_scores) -> float:
     return float(false_alarm_rates[before] + fraction * (false_alarm_rates[after] - false_alarm_rates[before]))
 
 
-def fit_logistic(in_sync_scores, tampered_scores) -> tuple[float, float]:
-    """(intercept, slope) of P(tampered | s) = sigmoid(intercept + slope * s): Newton's method on the
+def fit_logistic_slope(in_sync_scores, tampered_scores, threshold: float) -> float:
+    """The slope of P(tampered | s) = sigmoid(slope * (s - threshold)): Newton's method on the
     class-balanced log-loss, with a small L2 penalty on the slope of the standardised score."""
     scores = np.concatenate([in_sync_scores, tampered_scores])
     labels = np.concatenate([np.zeros(len(in_sync_scores)), np.ones(len(tampered_scores))])
     weights = np.where(labels == 1, 0.5 / len(tampered_scores), 0.5 / len(in_sync_scores))
-    mean, std = scores.mean(), max(scores.std(), 1e-12)
-    features = np.stack([np.ones_like(scores), (scores - mean) / std], axis=1)
-    ridge = np.diag([0.0, LOGISTIC_RIDGE / len(scores)])
-    coefficients = np.zeros(2)
+    std = max(scores.std(), 1e-12)
+    centred = (scores - threshold) / std
+    ridge = LOGISTIC_RIDGE / len(scores)
+    slope = 0.0
     for _ in range(100):
-        probability = 1 / (1 + np.exp(-features @ coefficients))
-        gradient = features.T @ (weights * (probability - labels)) + ridge @ coefficients
-        hessian = (features * (weights * probability * (1 - probability))[:, None]).T @ features + ridge
-        step = np.linalg.solve(hessian + 1e-12 * np.eye(2), gradient)
-        coefficients -= step
-        if np.abs(step).max() < 1e-10:
+        probability = 1 / (1 + np.exp(-slope * centred))
+        gradient = centred @ (weights * (probability - labels)) + ridge * slope
+        hessian = (centred**2) @ (weights * probability * (1 - probability)) + ridge
+        step = gradient / hessian
+        slope -= step
+        if abs(step) < 1e-10:
             break
-    intercept, slope = coefficients
-    return float(intercept - slope * mean / std), float(slope / std)
+    return float(slope / std)
 
 
 # --- Scoring the pairs ---------------------------------------------------------------------------
@@ -375,9 +374,7 @@ def configure_parser(parser):
 def run_command(args) -> int:
     from .scoring import find_videos
 
-    output = Path(args.output)
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"{output.parent}: no such folder")
+    output = check_writable(args.output)
     videos = [video for video in find_videos(args.inputs) if isinstance(video, str)]  # empty folders give none
     calibration, skipped = calibrate(videos, args.model, swaps=args.swaps, vshift=args.vshift,
                                      false_alarm=args.false_alarm, progress=sys.stderr.isatty())

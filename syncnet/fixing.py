@@ -19,7 +19,7 @@ import av
 import numpy as np
 
 from . import hyperparameters as hp
-from .files import atomic_output
+from .files import atomic_output, check_writable
 from .video import MediaError
 
 # The audio codec per container. Lossy encoders prepend "priming" samples; MP4's edit lists hide
@@ -54,8 +54,7 @@ def check_output(video, output):
         raise ValueError(f"{output}: keep the input's container ({video.suffix or 'no suffix'})")
     if output.resolve() == video.resolve() or (output.exists() and os.path.samefile(output, video)):
         raise ValueError(f"{output}: is the input video; write the fixed copy to another file")
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"{output.parent}: no such folder")
+    check_writable(output)
 
 
 def shift_audio(video, output, offset_frames: int):

@@ -9,7 +9,11 @@ syncnet_python's `calc_pdist`), average over windows, and read off
   audio by that many frames fixes it, see `syncnet fix`),
 - LSE-D: that minimum mean distance, LSE-C: the median mean distance minus the minimum,
 - a per-frame confidence: the median minus each window's distance at the best offset, median-filtered,
-- P(in sync): the model head's probability averaged over the windows at the best offset.
+- the head's P(in sync): the model head's probability averaged over the windows at the best offset
+  (a per-window figure: it does not decide the verdict),
+- the verdict (`Verdict`): in sync when the offset is within a frame of 0 and the calibration's
+  P(tampered) is under 0.5 (without a calibration: LSE-C above a bar); `verdict_reason` names the
+  figure that decided it.
 The numbers are syncnet_python's `SyncNetInstance.evaluate` to float precision (same windows, same
 zero padding, same eps), so LSE-D / LSE-C compare with the papers' tables when the model is theirs.
 
@@ -22,6 +26,7 @@ import functools
 import json
 import os
 import sys
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import hyperparameters as hp
-from .files import atomic_output
+from .files import atomic_output, check_writable
 
 # A video counts as in sync when its offset is within a frame of 0 and the sync is trustworthy: by
 # the model's calibration (`syncnet calibrate`; `load_model` attaches the shipped expert's) when it has one,
@@ -69,7 +74,7 @@ def score_windows(frame_embeddings, audio_embeddings, vshift: int) -> np.ndarray
 
 # A track's sync numbers, in JSON order: each TrackScore's, and the best track's at a video's top level.
 SYNC_KEYS = ("offset_frames", "offset_seconds", "min_dist", "confidence", "sync_probability",
-             "sync_probability_at_zero", "in_sync", "tampered")
+             "sync_probability_at_zero", "in_sync", "verdict_reason", "tampered")
 
 
 @dataclass
@@ -83,9 +88,10 @@ class TrackScore:
     offset_frames: int  # > 0: the audio leads; delay it this many frames to fix
     min_dist: float  # LSE-D
     confidence: float  # LSE-C
-    sync_probability: float  # head's P(in sync) at the found offset, mean over windows
+    sync_probability: float  # head's P(in sync) at the found offset, mean over windows (not the verdict)
     sync_probability_at_zero: float  # the same at offset 0
-    in_sync: bool
+    in_sync: bool  # the verdict (`Verdict`)
+    verdict_reason: str  # the figure that decided it, e.g. "P(tampered) 0.08 < 0.5"
     tampered: float | None  # P(re-dubbed / audio swapped), from the calibration; None without one
     mean_distance: np.ndarray = field(repr=False)  # (2 vshift + 1,) mean distance at offsets vshift..-vshift
     frame_confidence: np.ndarray = field(repr=False)  # (windows,) smoothed confidence of window i (frames i..i+4)
@@ -145,6 +151,7 @@ class ScoreResult:
     sync_probability = _from_best("sync_probability")
     sync_probability_at_zero = _from_best("sync_probability_at_zero")
     in_sync = _from_best("in_sync")
+    verdict_reason = _from_best("verdict_reason")
     tampered = _from_best("tampered")
 
     def to_dict(self, per_frame: bool = False) -> dict:
@@ -245,22 +252,29 @@ def _resolve_calibration(calibration):
 
 @dataclass(frozen=True)
 class Verdict:
-    """In sync or not, and how likely re-dubbed: by a calibration when there is one (its score and
-    threshold; P(tampered) from its logistic fit), else LSE-C > min_confidence and no likelihood.
-    Either way an offset further than IN_SYNC_MAX_OFFSET frames is not in sync."""
+    """The one definition of "in sync": the offset is within IN_SYNC_MAX_OFFSET frames of 0, and
+    - with a calibration: P(tampered) < 0.5, its logistic read at its score (the same as the score
+      reaching its threshold: the logistic is centred there);
+    - without one: LSE-C > min_confidence (a placeholder; P(tampered) is then None).
+    `verdict_reason` names the figure that decided, with its bar."""
 
     calibration: object = None  # calibration.Calibration
     min_confidence: float = IN_SYNC_MIN_CONFIDENCE
 
     def apply(self, track: "TrackScore"):
-        near_zero = abs(track.offset_frames) <= IN_SYNC_MAX_OFFSET
         if self.calibration is None:
-            track.in_sync = bool(near_zero and track.confidence > self.min_confidence)
             track.tampered = None
+            trusted = track.confidence > self.min_confidence
+            figure = f"LSE-C {track.confidence:.2f} {'>' if trusted else '<='} {self.min_confidence:g}"
         else:
             score = self.calibration.score_of(track)
-            track.in_sync = bool(near_zero and self.calibration.in_sync(score))
             track.tampered = self.calibration.tampered_likelihood(score)
+            trusted = self.calibration.in_sync(score)
+            figure = f"P(tampered) {track.tampered:.2f} {'<' if trusted else '>='} 0.5"
+        near_zero = abs(track.offset_frames) <= IN_SYNC_MAX_OFFSET
+        track.in_sync = bool(near_zero and trusted)
+        track.verdict_reason = figure if near_zero else (
+            f"offset {track.offset_frames:+d} frames is more than {IN_SYNC_MAX_OFFSET} from 0; {figure}")
 
 
 @dataclass
@@ -304,7 +318,7 @@ def plan_tracks(media, vshift: int, progress: bool = False) -> TrackPlans:
     tracking = find_face_tracks(_progress(media.frames(gray=True), media.num_frames, "faces", progress))
     if not tracking.tracks:
         raise ValueError(f"{path}: no face found")
-    warnings, plans = [], {}
+    warnings, plans = list(getattr(media, "warnings", ())), {}  # the decoder's; a live chunk has none
     for track in tracking.tracks:
         # syncnet_python cuts each track's audio to the track: it scores min(track, audio) frames
         num_frames = min(track.end - track.start, audio_frames - track.start)
@@ -470,7 +484,9 @@ def search_offset(distances: np.ndarray) -> OffsetSearch:
     mean_distance = distances.mean(axis=0)
     best = int(np.argmin(mean_distance))
     median = float(np.median(mean_distance))  # an odd count: torch.median's middle value
-    frame_confidence = medfilt(median - distances[:, best], kernel_size=hp.CONFIDENCE_MEDIAN_FILTER)
+    with warnings.catch_warnings():  # fewer windows than the kernel: zero-padded, as syncnet_python's
+        warnings.filterwarnings("ignore", "kernel_size exceeds volume extent")
+        frame_confidence = medfilt(median - distances[:, best], kernel_size=hp.CONFIDENCE_MEDIAN_FILTER)
     return OffsetSearch(
         offset=vshift - best,
         min_dist=float(mean_distance[best]),
@@ -500,6 +516,7 @@ def _track_score(model, plan, frame_embeddings, audio_embeddings, verdict: Verdi
         sync_probability=float(probability.mean()),
         sync_probability_at_zero=float(probability_at_zero.mean()),
         in_sync=False,
+        verdict_reason="",
         tampered=None,
         mean_distance=search.mean_distance,
         frame_confidence=search.frame_confidence,
@@ -531,7 +548,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def plot_result(result: ScoreResult, png_path):
-    """One PNG: mean distance vs offset for every track (the best one bold), and the best track's
+    """One PNG (to a path or a binary file object): mean distance vs offset for every track (the best one bold), and the best track's
     per-frame confidence over time."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -554,14 +571,17 @@ def plot_result(result: ScoreResult, png_path):
     over_time.axhline(0.0, color="grey", linewidth=0.5)
     over_time.set(xlabel="time (s)", ylabel="confidence", title=f"track {best.track_id}: per-frame confidence")
     figure.suptitle(Path(result.video).name)
-    figure.savefig(png_path, dpi=100)
+    with warnings.catch_warnings():
+        # a file name in a script the font lacks (CJK, ...) shows as boxes in the title, not as a warning
+        warnings.filterwarnings("ignore", "Glyph .* missing from")
+        figure.savefig(png_path, dpi=100, format="png")
 
 
 # --- Command line -----------------------------------------------------------------------------
 
 CSV_COLUMNS = (
     "video", "status", "error", "offset_frames", "offset_seconds", "min_dist", "confidence",
-    "sync_probability", "in_sync", "tampered", "frames", "face_tracks", "model",
+    "sync_probability", "in_sync", "verdict_reason", "tampered", "frames", "face_tracks", "model",
 )
 
 
@@ -577,36 +597,57 @@ def configure_parser(parser):
     parser.add_argument("--min-confidence", type=float, default=IN_SYNC_MIN_CONFIDENCE,
                         help="without a calibration: LSE-C above which an offset within 1 frame counts as in sync "
                              "(default %(default)s)")
-    parser.add_argument("--plot", metavar="PNG", help="plot distance vs offset and per-frame confidence")
+    parser.add_argument("--plot", metavar="PNG",
+                        help="plot distance vs offset and per-frame confidence; with several videos, PNG_<video>.png "
+                             "each (the output names every one)")
     parser.add_argument("--audio", metavar="WAV", help="score against this audio instead of the video's own (one video)")
 
 
 def run_command(args) -> int:
-    from .models.siamese import load_model
+    from .video import MediaError, check_exists
 
     videos = list(find_videos(args.inputs))
     if args.audio and len(videos) != 1:
         raise ValueError(f"--audio pairs with one video, got {len(videos)}")
     if args.vshift < 0:
         raise ValueError(f"--vshift must be >= 0, got {args.vshift}")
-    model = load_model(args.model)  # once, for every video
+    if args.audio:
+        check_exists(args.audio)
+    # destinations and the calibration first: a bad one fails now, not after the scoring
+    plot_paths = _plot_paths(args.plot, videos) if args.plot else {}
+    for path in ([args.csv] if args.csv else []) + list(plot_paths.values()):
+        check_writable(path)
     calibration = _resolve_calibration(args.calibration)
     model_name = args.model or "default"
     progress = sys.stderr.isatty() and not (args.json and not sys.stdout.isatty())
-    plot_paths = _plot_paths(args.plot, videos) if args.plot else {}
 
-    results = []
+    model, results = None, []  # the model loads at the first video there is: missing files need no TensorFlow
     for video in videos:
         if isinstance(video, ScoreResult):  # a folder with no videos in it
             result = video
         else:
-            result = score_video(video, model, audio_path=args.audio, vshift=args.vshift,
-                                 min_confidence=args.min_confidence, calibration=calibration, progress=progress)
+            try:
+                check_exists(video)
+            except MediaError as error:
+                result = ScoreResult(video=video, model=model_name, status="error", error=str(error))
+            else:
+                from .models.siamese import load_model
+
+                model = model or load_model(args.model)  # once, for every video
+                result = score_video(video, model, audio_path=args.audio, vshift=args.vshift,
+                                     min_confidence=args.min_confidence, calibration=calibration, progress=progress)
         result.model = model_name
         results.append(result)
-        print(json.dumps(result.to_dict()) if args.json else summary_line(result), flush=True)
-        if result.status == "ok" and result.video in plot_paths:
-            plot_result(result, plot_paths[result.video])
+        plot = plot_paths.get(result.video) if result.status == "ok" else None
+        if plot:
+            with atomic_output(plot) as temporary:
+                plot_result(result, temporary)
+        if args.json:
+            print(json.dumps({**result.to_dict(), **({"plot": str(plot)} if plot else {})}), flush=True)
+        elif result.status != "ok":
+            print(summary_line(result), file=sys.stderr, flush=True)
+        else:
+            print(summary_line(result) + (f"\n  plot: {plot}" if plot else ""), flush=True)
     if args.csv:
         write_csv(results, args.csv)
     return 0 if all(result.status == "ok" for result in results) else 1
@@ -650,14 +691,11 @@ def _plot_paths(plot, videos) -> dict:
 
 def summary_line(result: ScoreResult) -> str:
     if result.status != "ok":
-        return f"{result.video}: error: {result.error}"
+        return f"{result.video}: error: {result.error.removeprefix(f'{result.video}: ')}"
     verdict = "in sync" if result.in_sync else "NOT in sync"
     line = (
         f"{result.video}: offset {result.offset_frames:+d} frames ({result.offset_seconds:+.2f} s), "
-        f"LSE-D {result.min_dist:.3f}, LSE-C {result.confidence:.3f}, "
-        f"P(sync) {result.sync_probability:.2f}"
-        + ("" if result.tampered is None else f", P(tampered) {result.tampered:.2f}")
-        + f" -> {verdict}"
+        f"LSE-D {result.min_dist:.3f}, LSE-C {result.confidence:.3f} -> {verdict} ({result.verdict_reason})"
     )
     if len(result.tracks) > 1:
         line += f" [best of {len(result.tracks)} face tracks: {result.best.track_id}]"

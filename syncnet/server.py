@@ -9,7 +9,8 @@
 - `GET /` the upload page, `GET /healthz`, OpenAPI at `/docs` and `/openapi.json`.
 - Every other failure is `{"status": "error", "error": reason}`: 400 a malformed form, 413 an upload
   over --max-upload-mb, 415 a file that is not a video (or an `audio` without sound), 429 while
-  --queue uploads are already in the service.
+  --queue uploads are already in the service, with `Retry-After`: the median seconds the last
+  uploads took.
 
 How it keeps a small machine safe: the model is loaded once; one worker thread scores, so the event
 loop keeps answering (health checks, 429s) while TensorFlow and dlib hold the CPU; a job holds its
@@ -22,12 +23,15 @@ is (FFmpeg probes it; the client's file name and MIME type are only echoed back 
 
 import asyncio
 import io
+import math
 import os
 import re
 import shutil
+import statistics
 import tempfile
+import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -36,6 +40,8 @@ from pathlib import Path, PurePosixPath
 PLOTS_KEPT = 32  # finished jobs whose plot stays fetchable (about 50 KB each)
 UPLOAD_FIELDS = ("video", "audio")
 NAME_SHOWN_MAX = 200  # characters of the client's file name echoed back
+RECENT_JOBS = 16  # uploads whose wall time sets a 429's Retry-After
+DEFAULT_JOB_SECONDS = 10.0  # the guess before any upload has been timed: a 10 s clip on 2 cores
 
 SCORE_REQUEST_BODY = {  # POST /v1/score reads its body itself (streaming); this tells OpenAPI what it takes
     "required": True,
@@ -55,12 +61,13 @@ SCORE_REQUEST_BODY = {  # POST /v1/score reads its body itself (streaming); this
 
 
 class Rejected(Exception):
-    """A request the service refuses: HTTP status and a one-line reason for the client."""
+    """A request the service refuses: HTTP status, a one-line reason for the client, and headers."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, headers: dict | None = None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.headers = headers or {}
 
 
 class ScoringService:
@@ -79,6 +86,11 @@ class ScoringService:
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncnet-score")
         self.upload_dir = None  # made at start-up, removed at shutdown
         self.plots = OrderedDict()  # job id -> PNG bytes, the last PLOTS_KEPT
+        self.recent_seconds = deque([DEFAULT_JOB_SECONDS], maxlen=RECENT_JOBS)  # wall time of the last uploads
+
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait: the median time the recent uploads took."""
+        return max(1, math.ceil(statistics.median(self.recent_seconds)))
 
     def start(self):
         self.upload_dir = Path(tempfile.mkdtemp(prefix="syncnet-serve-"))  # mode 0700
@@ -90,8 +102,11 @@ class ScoringService:
     async def score_upload(self, request) -> tuple[int, dict]:
         """Receive, check and score one upload: (HTTP status, JSON body). Raises Rejected."""
         if self.jobs >= self.queue:
-            raise Rejected(429, f"busy: {self.jobs} uploads are being handled (--queue {self.queue}); retry later")
+            wait = self.retry_after()
+            raise Rejected(429, f"busy: {self.jobs} uploads are being handled (--queue {self.queue}); retry in {wait} s",
+                           headers={"Retry-After": str(wait)})
         self.jobs += 1
+        began = time.monotonic()
         job_id = uuid.uuid4().hex
         job_dir = self.upload_dir / job_id
         job_dir.mkdir(mode=0o700)
@@ -108,6 +123,7 @@ class ScoringService:
         finally:
             shutil.rmtree(job_dir, ignore_errors=True)
             self.jobs -= 1
+            self.recent_seconds.append(time.monotonic() - began)
 
         body = {**result.to_dict(), "id": job_id, "plot": None}
         if png is not None:
@@ -225,13 +241,15 @@ def sniff_media(path: Path, field: str) -> str | None:
     (field "video") or not a sound (field "audio"); None when it is."""
     import av
 
+    from .video import is_still_image
+
     try:
         with av.open(str(path)) as container:
-            format_name = container.format.name
+            still_image = is_still_image(container)
             has_video, has_audio = bool(container.streams.video), bool(container.streams.audio)
     except av.FFmpegError:
         return "not a video or audio file FFmpeg can read"
-    if format_name == "image2" or format_name.endswith("_pipe"):  # png_pipe, jpeg_pipe, ...
+    if still_image:
         return "a still image, not a video"
     if field == "video" and not has_video:
         return "has no video track"
@@ -256,12 +274,12 @@ def create_app(service: ScoringService):
 
     app = FastAPI(title="syncnet", summary="Lip-sync scoring: audio-video offset, LSE-D, LSE-C", lifespan=lifespan)
 
-    def error(status: int, reason: str):
-        return JSONResponse({"status": "error", "error": reason}, status_code=status)
+    def error(status: int, reason: str, headers: dict | None = None):
+        return JSONResponse({"status": "error", "error": reason}, status_code=status, headers=headers)
 
     @app.exception_handler(Rejected)
     async def rejected(request, exception: Rejected):
-        return error(exception.status, exception.reason)
+        return error(exception.status, exception.reason, exception.headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exception: HTTPException):

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import hyperparameters as hp
-from .files import atomic_output
+from .files import atomic_output, check_writable
 
 DEFAULT_SMOOTH_FRAMES = 25
 # Relative confidence a face needs to be speaking, for a model whose calibration has no
@@ -320,8 +320,7 @@ def check_annotate_output(video, output):
         raise ValueError(f"{output}: the annotated video is h264 + AAC; name it {' / '.join(ANNOTATE_SUFFIXES)}")
     if output.resolve() == video.resolve() or (output.exists() and video.exists() and os.path.samefile(output, video)):
         raise ValueError(f"{output}: is the input video; write the annotated copy to another file")
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"{output.parent}: no such folder")
+    check_writable(output)
 
 
 def write_annotated(result: SpeakerResult, output):
@@ -411,6 +410,9 @@ def configure_parser(parser):
 
 
 def run_command(args) -> int:
+    from .video import check_exists
+
+    check_exists(args.video)  # before the model loads
     if args.annotate:
         check_annotate_output(args.video, args.annotate)  # before the minutes of detection, not after
     threshold = args.threshold

@@ -9,6 +9,13 @@ the wrong sound, a silent label error for a sync model.
   is <= k, so frames are duplicated or dropped to fill the grid.
 - The timeline starts at the first 25 fps slot of the video: audio sample 0 is at the time of
   frame 0. Audio that starts earlier is trimmed, audio that starts later is left-padded with zeros.
+- Every decoded audio frame is placed at its own timestamp, not after the samples before it: where
+  the timestamps leave a gap it is filled with silence, where they overlap the repeated part is
+  dropped (FFmpeg's `aresample=async`; syncnet_python extracts with `-async 1` for this). Files
+  joined with `-c copy`, re-muxed or recorded from a stream drift by tenths of a second otherwise.
+- What would lower trust in a score without stopping it lands in `Media.warnings`: a container that
+  promises more than decodes (a truncated file), audio timestamps that disagree with the sample
+  count by more than a frame, audio sampled below 16 kHz, channels whose mono mix blurs the voice.
 - Frames are decoded again on every `Media.frames()` call and streamed; only the audio (16 kHz
   float32, 3.8 MB a minute) is held in memory.
 
@@ -31,6 +38,15 @@ from . import hyperparameters as hp
 
 MIN_SOURCE_FPS = 15.0  # below this, resampling to 25 fps repeats most frames and the lips look frozen
 SILENCE_DBFS = -60.0
+# Audio timestamps within this of where the sample count puts a frame are taken as jitter; further
+# off, the frame is moved to its timestamp. Half a video frame: finer than any offset we report.
+AUDIO_TIMESTAMP_TOLERANCE = Fraction(1, 2 * hp.VIDEO_FPS)
+MAX_AUDIO_GAP = 600  # seconds: a longer jump in the audio timestamps is a broken file, not a pause
+# A container promising this much more video or audio than decodes is reported as truncated.
+TRUNCATION_TOLERANCE = 0.2  # seconds
+# Stereo channels less correlated than this hold different sound (two voices, music on one side,
+# or one channel phase-inverted): their mono mix is a blur the expert was not trained on.
+MIN_CHANNEL_CORRELATION = 0.3
 
 
 class MediaError(ValueError):
@@ -49,6 +65,7 @@ class Media:
     # where frames() finds the frames: the video's first 25 fps slot, or the folder's frame files
     first_slot: int = field(default=0, repr=False)
     frame_files: tuple[str, ...] = field(default=(), repr=False)
+    warnings: tuple[str, ...] = ()  # why the numbers may deserve less trust (see the module docstring)
 
     @property
     def duration(self) -> float:
@@ -74,6 +91,8 @@ def load_media(path, audio_path=None) -> Media:
     with _open(path) as container:
         if not container.streams.video:
             raise MediaError(f"{path}: has no video track")
+        if is_still_image(container):
+            raise MediaError(f"{path}: a still image, not a video")
         video = container.streams.video[0]
         own_audio = container.streams.audio[0] if container.streams.audio else None
         if audio_path is None and own_audio is None:
@@ -87,7 +106,7 @@ def load_media(path, audio_path=None) -> Media:
         with _translate_errors(path):
             for packet in container.demux(streams):
                 if packet.stream.type == "audio":
-                    audio_decoder.add(packet.decode())
+                    audio_decoder.add(packet)
                     continue
                 if packet.pts is not None and not packet.is_discard:  # discarded: outside the edit list
                     num_packets += 1
@@ -102,18 +121,26 @@ def load_media(path, audio_path=None) -> Media:
         source_fps = float(video.average_rate or num_packets / max(end_time - start_time, Fraction(1, 1000)))
         first_slot = _slot(start_time)
         num_frames = _slot(end_time) - first_slot
+        warnings = _truncation_warnings(video, float(end_time), own_audio, audio_decoder)
 
     _check_frames(path, num_frames, source_fps)
     if audio_decoder is None:
-        audio = load_audio(audio_path)
+        audio, audio_warnings = _decode_audio(audio_path)
     else:
+        audio_warnings = audio_decoder.warnings()
         audio = _place_at(audio_decoder.samples(), audio_decoder.start_time, start_time=Fraction(first_slot, hp.VIDEO_FPS))
-    return Media(str(path), audio, num_frames, first_frame.width, first_frame.height, source_fps, first_slot=first_slot)
+    return Media(str(path), audio, num_frames, first_frame.width, first_frame.height, source_fps,
+                 first_slot=first_slot, warnings=tuple(warnings + audio_warnings))
 
 
 def load_audio(path) -> np.ndarray:
     """Any file with an audio stream (wav, mp3, m4a, the audio of a video) -> 16 kHz mono float32 in [-1, 1],
-    from its first sample."""
+    from its first sample, each decoded frame at its timestamp."""
+    return _decode_audio(path)[0]
+
+
+def _decode_audio(path) -> tuple[np.ndarray, list[str]]:
+    """`load_audio`'s samples and the warnings about them."""
     path = Path(path)
     with _open(path) as container:
         if not container.streams.audio:
@@ -121,8 +148,8 @@ def load_audio(path) -> np.ndarray:
         decoder = _AudioDecoder()
         with _translate_errors(path):
             for packet in container.demux(container.streams.audio[0]):
-                decoder.add(packet.decode())
-    return decoder.samples()
+                decoder.add(packet)
+    return decoder.samples(), decoder.warnings()
 
 
 def is_silent(audio: np.ndarray) -> bool:
@@ -193,13 +220,23 @@ def _timed_frames(path, first_slot: int, seek: bool) -> Iterator[tuple[int, av.V
             video.thread_type = "AUTO"
             if seeking and not _seek_before(container, video, first_slot):
                 continue
-            timed = ((_slot(frame.pts * frame.time_base), frame) for frame in container.decode(video) if frame.pts is not None)
+            timed = ((_slot(frame.pts * frame.time_base), frame) for frame in _decodable_frames(container, video) if frame.pts is not None)
             first = next(timed, None)
             if first is None or (seeking and first[0] > first_slot):
                 continue
             yield first
             yield from timed
             return
+
+
+def _decodable_frames(container, video) -> Iterator[av.VideoFrame]:
+    """The video's frames, past packets that do not decode (a cut-off last packet, a damaged one):
+    the frame before one shows in its slots, as in a player."""
+    for packet in container.demux(video):
+        try:
+            yield from packet.decode()
+        except av.InvalidDataError:
+            continue
 
 
 def _seek_before(container, video, slot: int) -> bool:
@@ -212,23 +249,112 @@ def _seek_before(container, video, slot: int) -> bool:
 
 
 class _AudioDecoder:
-    """Collects decoded audio frames as 16 kHz mono float32, and when the first one starts (seconds)."""
+    """Decoded audio frames as one 16 kHz mono float32 track, each frame at its own timestamp.
+
+    A frame further than AUDIO_TIMESTAMP_TOLERANCE from where the samples before it end is moved to
+    its timestamp: silence fills a gap, the output samples an overlap would repeat are dropped. The
+    resampler holds a few samples back between frames, so a correction lands up to about a
+    millisecond from the exact frame boundary: far below a video frame (40 ms)."""
 
     def __init__(self):
         self.resampler = av.AudioResampler(format="flt", layout="mono", rate=hp.AUDIO_SAMPLE_RATE)
         self.chunks = []
-        self.start_time = None
+        self.start_time = None  # seconds, of the first timed frame
+        self.next_time = None  # where the samples so far end on the timestamps' timeline
+        self.to_drop = 0  # output samples still to drop for an overlap
+        self.correction = Fraction(0)  # net seconds padded (> 0) or dropped (< 0) so far
+        self.largest_correction = Fraction(0)
+        self.undecodable = 0  # packets
+        self.source_rate, self.channels = None, 1
+        self.channel_products = np.zeros((2, 2))  # sums of L*L, L*R, R*R over a stereo track
 
-    def add(self, frames):
+    def add(self, packet):
+        """Decode an audio packet; one that does not decode (a damaged or cut-off packet) is
+        counted and skipped, and the timestamps of the frames after it leave its time silent."""
+        try:
+            frames = packet.decode()
+        except av.InvalidDataError:
+            self.undecodable += 1
+            return
         for frame in frames:
-            if self.start_time is None and frame.pts is not None:
-                self.start_time = frame.pts * frame.time_base
-            self.chunks.extend(resampled.to_ndarray()[0] for resampled in self.resampler.resample(frame))
+            self.source_rate = self.source_rate or frame.sample_rate
+            self.channels = max(self.channels, frame.layout.nb_channels)
+            if frame.layout.nb_channels == 2:
+                self._add_channel_products(frame)
+            if frame.pts is not None:
+                self._place(frame.pts * frame.time_base, Fraction(frame.samples, frame.sample_rate))
+            elif self.next_time is not None:
+                self.next_time += Fraction(frame.samples, frame.sample_rate)
+            self._keep(self.resampler.resample(frame))
+
+    def _place(self, time, duration):
+        if self.start_time is None:
+            self.start_time = self.next_time = time
+        drift = time - self.next_time  # > 0: a gap before this frame, < 0: it overlaps the last
+        if drift > AUDIO_TIMESTAMP_TOLERANCE:
+            if drift > MAX_AUDIO_GAP:
+                raise MediaError(f"the audio timestamps jump by {float(drift):.0f} s: a broken file")
+            self.chunks.append(np.zeros(round(drift * hp.AUDIO_SAMPLE_RATE), np.float32))
+        elif drift < -AUDIO_TIMESTAMP_TOLERANCE:
+            self.to_drop += round(min(-drift, duration) * hp.AUDIO_SAMPLE_RATE)
+        else:
+            drift = Fraction(0)
+        if drift:
+            self.correction += drift if drift > 0 else -min(-drift, duration)
+            self.largest_correction = max(self.largest_correction, abs(self.correction))
+            self.next_time = max(self.next_time, time + duration)
+        else:
+            self.next_time += duration
+
+    def _add_channel_products(self, frame):
+        samples = frame.to_ndarray().astype(np.float64)
+        if not frame.format.is_planar:  # interleaved L R L R ...
+            samples = samples.reshape(-1, 2).T
+        self.channel_products += samples @ samples.T
+
+    def _keep(self, resampled_frames):
+        for resampled in resampled_frames:
+            samples = resampled.to_ndarray()[0]
+            dropped = min(self.to_drop, len(samples))
+            self.to_drop -= dropped
+            self.chunks.append(samples[dropped:])
 
     def samples(self) -> np.ndarray:
-        self.chunks.extend(resampled.to_ndarray()[0] for resampled in self.resampler.resample(None))
+        self._keep(self.resampler.resample(None))
         audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
         return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
+
+    def warnings(self) -> list[str]:
+        """What about this audio may lower the scores' confidence, one sentence each."""
+        found = []
+        if self.undecodable:
+            packets = "1 audio packet" if self.undecodable == 1 else f"{self.undecodable} audio packets"
+            found.append(f"{packets} did not decode (a damaged or truncated file?): their time is silent")
+        if self.largest_correction > Fraction(1, hp.VIDEO_FPS):
+            found.append(
+                f"the audio timestamps and its sample count disagree by up to {float(self.largest_correction):.2f} s "
+                "(gaps or overlaps in the audio stream, as in joined or re-muxed files): each audio frame "
+                "was placed at its timestamp"
+            )
+        if self.source_rate and self.source_rate < hp.AUDIO_SAMPLE_RATE:
+            found.append(
+                f"the audio is sampled at {self.source_rate} Hz: above {self.source_rate // 2} Hz the MFCC the "
+                f"expert reads (up to {hp.AUDIO_SAMPLE_RATE // 2} Hz) is empty, so expect lower confidence"
+            )
+        if self.channels > 2:
+            found.append(
+                f"{self.channels}-channel audio was mixed down to mono: music and effects in the other "
+                "channels may lower confidence"
+            )
+        left, cross, right = self.channel_products[0, 0], self.channel_products[0, 1], self.channel_products[1, 1]
+        if self.channels == 2 and left > 0 and right > 0:
+            correlation = cross / np.sqrt(left * right)
+            if correlation < MIN_CHANNEL_CORRELATION:
+                found.append(
+                    f"the two audio channels differ (correlation {correlation:.2f}): their mono mix, which is "
+                    "scored, may blend two sounds or cancel out, so expect lower confidence"
+                )
+        return found
 
 
 def _place_at(audio: np.ndarray, audio_start, start_time) -> np.ndarray:
@@ -258,6 +384,38 @@ def _load_frame_folder(folder: Path, audio_path) -> Media:
     return Media(str(folder), audio, len(frame_files), width, height, float(hp.VIDEO_FPS), frame_files=tuple(map(str, frame_files)))
 
 
+def _truncation_warnings(video, video_end: float, audio, audio_decoder) -> list[str]:
+    """What the container's header promises of the video (and its own audio) beyond what decoded."""
+    found = []
+    promised = _promised_end(video)
+    if promised is not None and promised - video_end > TRUNCATION_TOLERANCE:
+        found.append(
+            f"the file promises {promised:.2f} s of video but only {video_end:.2f} s decode (a truncated or "
+            "damaged file?): scored what decodes"
+        )
+    if audio_decoder is not None and audio_decoder.next_time is not None:
+        promised, audio_end = _promised_end(audio), float(audio_decoder.next_time)
+        if promised is not None and promised - audio_end > TRUNCATION_TOLERANCE:
+            found.append(
+                f"the file promises {promised:.2f} s of audio but only {audio_end:.2f} s decode (a truncated or "
+                "damaged file?): scored what decodes"
+            )
+    return found
+
+
+def _promised_end(stream) -> float | None:
+    """When the container's header says a stream ends (seconds), or None when it does not say."""
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return float((stream.duration + (stream.start_time or 0)) * stream.time_base)
+
+
+def is_still_image(container) -> bool:
+    """A still image (png, jpeg, ...): FFmpeg opens it as a one-frame video."""
+    name = container.format.name
+    return name == "image2" or name.endswith("_pipe")  # png_pipe, jpeg_pipe, webp_pipe, ...
+
+
 def _decode_image(file, gray: bool = False) -> np.ndarray:
     with _open(file) as container, _translate_errors(file):
         for frame in container.decode(video=0):
@@ -275,9 +433,15 @@ def _check_frames(path, num_frames: int, source_fps: float):
         raise MediaError(f"{path}: only {num_frames} frames at {hp.VIDEO_FPS} fps; need at least {hp.WINDOW_FRAMES}")
 
 
-def _open(path):
+def check_exists(path):
+    """A MediaError naming `path` when there is nothing there: cheap, so commands call it before
+    loading a model."""
     if not Path(path).exists():
         raise MediaError(f"{path}: no such file")
+
+
+def _open(path):
+    check_exists(path)
     with _translate_errors(path):
         container = av.open(str(path))
     if container.format.name == "tty":  # FFmpeg reads any .txt as ANSI-art video

@@ -14,7 +14,7 @@ from syncnet.calibration import (
     calibration_scores,
     equal_error_rate,
     fit_calibration,
-    fit_logistic,
+    fit_logistic_slope,
     fit_threshold,
     load_calibration,
     roc_auc,
@@ -88,11 +88,17 @@ def test_score_video_gives_the_calibrated_verdict_and_tampered_likelihood(real_d
 
     own = score_video(first, trained_tiny_model, calibration=calibration)
     swapped = score_video(first, trained_tiny_model, audio_path=second, calibration=calibration)
-    for result in (own, swapped):
+    at_zero = score_video(first, trained_tiny_model, audio_path=second, calibration=calibration, vshift=0)
+    for result in (own, swapped, at_zero):
         score = calibration.score_of(result.best)
         assert result.tampered == pytest.approx(calibration.tampered_likelihood(score))
+        # one verdict: the printed likelihood never contradicts it
         assert result.in_sync == (abs(result.offset_frames) <= 1 and calibration.in_sync(score))
+        assert result.in_sync == (abs(result.offset_frames) <= 1 and result.tampered < 0.5)
+        assert f"P(tampered) {result.tampered:.2f}" in result.verdict_reason
     assert own.tampered < 0.5 < swapped.tampered
+    assert own.verdict_reason == f"P(tampered) {own.tampered:.2f} < 0.5"
+    assert uncalibrated.verdict_reason.startswith("LSE-C ")
     assert json.loads(json.dumps(swapped.to_dict()))["tampered"] == pytest.approx(swapped.tampered)
 
     # a model carries its calibration (load_model attaches the shipped expert's); a path works too
@@ -203,8 +209,19 @@ def test_statistics_on_known_distributions():
     assert fit_threshold(real, swapped) == pytest.approx(0.0, abs=0.1)  # balanced: halfway between the means
     # at most 5 % of real clips called tampered: the threshold sits at the real scores' 5th percentile
     assert fit_threshold(real, swapped, false_alarm=0.05) == pytest.approx(1 - 1.645, abs=0.1)
-    intercept, slope = fit_logistic(real, swapped)  # equal variances: log-odds linear, slope -(1 - -1) / 1
-    assert intercept == pytest.approx(0.0, abs=0.1) and slope == pytest.approx(-2.0, abs=0.15)
+    # equal variances: log-odds linear through the midpoint 0, slope -(1 - -1) / 1
+    assert fit_logistic_slope(real, swapped, threshold=0.0) == pytest.approx(-2.0, abs=0.15)
+
+
+def test_the_likelihood_agrees_with_the_verdict_and_old_files_load_recentred():
+    rng = np.random.default_rng(1)
+    real, swapped = rng.normal(1, 0.5, 30), rng.normal(-0.5, 1.5, 90)  # unequal spreads
+    calibration = fit_calibration({name: real for name in SCORES}, {name: swapped for name in SCORES})
+    for score in np.linspace(-4, 3, 141):
+        assert calibration.in_sync(score) == (calibration.tampered_likelihood(score) <= 0.5)
+    assert calibration.tampered_likelihood(calibration.threshold) == pytest.approx(0.5)
+    old = {**calibration.to_dict(), "version": 1, "logistic_intercept": 3.0}
+    assert Calibration.from_dict(old) == calibration
 
 
 def test_logistic_stays_finite_when_the_labels_do_not_overlap():

@@ -270,7 +270,8 @@ def test_cli_scores_a_batch_to_json_csv_and_plots_and_fails_on_one_bad_video(mod
     assert float(rows[2]["confidence"]) == pytest.approx(good["confidence"], rel=1e-6)
     assert not list(tmp_path.glob(".scores.csv*")), "temporary file left behind"
     assert (tmp_path / "plot_a_delayed.png").stat().st_size > 10_000
-    assert not (tmp_path / "plot_b_broken.png").exists()
+    assert good["plot"] == str(tmp_path / "plot_a_delayed.png")  # where each video's figure went
+    assert not (tmp_path / "plot_b_broken.png").exists() and "plot" not in bad
 
 
 def test_cli_human_line_and_exit_0_when_every_video_scores(model_file, clips, tmp_path):
@@ -279,6 +280,43 @@ def test_cli_human_line_and_exit_0_when_every_video_scores(model_file, clips, tm
     assert run.stdout.count("\n") == 1
     assert "offset +0 frames" in run.stdout and "in sync" in run.stdout and "NOT" not in run.stdout
     assert run.stderr == ""
+
+
+def test_cli_human_mode_prints_results_on_stdout_and_errors_one_line_each_on_stderr(model_file, clips, tmp_path):
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    plot = tmp_path / "figure.png"
+    run = run_cli("score", clips("delay_0.mp4", audio_shift_frames=0), tmp_path / "broken.mp4", "--model", model_file,
+                  "--plot", plot, cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith(f"{tmp_path / 'broken.mp4'}: error: not a media file")
+    scored, plotted = run.stdout.splitlines()
+    assert "delay_0.mp4: offset +0 frames" in scored and plotted == f"  plot: {tmp_path / 'figure_delay_0.png'}"
+
+
+def test_cli_missing_input_or_bad_destination_fails_fast_without_tensorflow(clips, tmp_path):
+    """Checked before anything heavy loads (`bench/bench_cli_start.py` times it)."""
+    probe = ("import sys; from syncnet.cli import main; code = main(sys.argv[1:]); "
+             "print('tensorflow' in sys.modules, file=sys.stderr); sys.exit(code)")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", probe, *map(str, args)], capture_output=True, text=True,
+                              cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+
+    missing = run("score", tmp_path / "missing.mp4")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr == f"{tmp_path / 'missing.mp4'}: error: no such file\nFalse\n"
+    video = clips("delay_0.mp4", audio_shift_frames=0)
+    for args, message in [
+        (("score", video, "--csv", tmp_path / "nowhere" / "t.csv"), f"{tmp_path / 'nowhere'}: no such folder"),
+        (("score", video, "--plot", tmp_path), f"{tmp_path}: is a folder"),
+        (("fix", video, "-o", tmp_path / "nowhere" / "fixed.mp4"), f"{tmp_path / 'nowhere'}: no such folder"),
+        (("speakers", tmp_path / "missing.mp4"), "no such file"),
+    ]:
+        failed = run(*args)
+        assert failed.returncode == 1 and failed.stdout == "", args
+        error, imported = failed.stderr.splitlines()
+        assert message in error and error.startswith(f"syncnet {args[0]}: error: "), (args, error)
+        assert imported == "False", args
 
 
 def test_cli_bad_model_or_option_is_one_line_on_stderr_and_exit_1(clips, tmp_path):

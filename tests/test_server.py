@@ -30,7 +30,7 @@ from syncnet.models.siamese import save_model  # noqa: E402
 
 CONTRACT_KEYS = {
     "video", "status", "error", "offset_frames", "offset_seconds", "min_dist", "confidence",
-    "sync_probability", "in_sync", "frames", "face_tracks", "model", "tracks",
+    "sync_probability", "in_sync", "verdict_reason", "frames", "face_tracks", "model", "tracks",
 }
 START_TIMEOUT = 180  # s: the server imports TensorFlow and loads the model first
 REQUEST_TIMEOUT = 120
@@ -266,9 +266,16 @@ def test_full_queue_is_429(server, clips):
         while json.loads(get(f"{url}/healthz")[2])["jobs"] != 1:
             assert time.monotonic() < deadline, "the slow upload never entered the queue"
             time.sleep(0.05)
-        status, result = post_files(f"{url}/v1/score", {"video": ("talking.mp4", (clips / "talking.mp4").read_bytes())})
-        assert status == 429
+        body, content_type = multipart_body({"video": ("talking.mp4", (clips / "talking.mp4").read_bytes())})
+        request = urllib.request.Request(f"{url}/v1/score", data=body, headers={"Content-Type": content_type}, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT)
+        with refused.value as response:
+            assert response.code == 429
+            assert int(response.headers["Retry-After"]) >= 1
+            result = json.load(response)
         assert result["status"] == "error" and "busy" in result["error"]
+        assert f"retry in {response.headers['Retry-After']} s" in result["error"]
     # the slow client went away: its place and its partial file are freed
     deadline = time.monotonic() + 10
     while json.loads(get(f"{url}/healthz")[2])["jobs"] != 0:

@@ -258,6 +258,106 @@ def test_truncated_mp4(tmp_path):
         load_media(tmp_path / "cut.mp4")
 
 
+def test_truncated_faststart_mp4_scores_what_decodes_and_says_so(tmp_path):
+    """A faststart mp4 cut short keeps its index (the header promises 10 s), so it opens: what
+    decodes is used, and the warnings say the file is cut."""
+    write_clip(tmp_path / "clip.mp4", seconds=10.0)
+    with av.open(str(tmp_path / "clip.mp4")) as source, av.open(str(tmp_path / "fast.mp4"), "w", options={"movflags": "faststart"}) as fast:
+        streams = {stream.index: fast.add_stream_from_template(stream) for stream in source.streams}
+        for packet in source.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                fast.mux(packet)
+    assert load_media(tmp_path / "fast.mp4").warnings == ()
+    data = (tmp_path / "fast.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 3 // 10])
+
+    media = load_media(tmp_path / "cut.mp4")
+
+    assert 10 < media.num_frames < 150
+    assert len(list(media.frames())) == media.num_frames
+    truncation = [warning for warning in media.warnings if "truncated" in warning]
+    assert any("promises 10.00 s of video" in warning for warning in truncation)
+    assert any("promises 10.00 s of audio" in warning for warning in truncation)
+
+
+def write_timestamped_audio(path, sample_rate, chunk_starts, *, chunk_seconds=0.1, click_at=0.075, channels=1):
+    """A 4 s clip (mpeg4 + PCM in Matroska) whose audio chunk k is muxed at chunk_starts[k] seconds,
+    however the chunks before it end, with a click `click_at` seconds into each chunk."""
+    layout = {1: "mono", 2: "stereo"}[channels]
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("pcm_s16le", rate=sample_rate, layout=layout)
+        audio.time_base = Fraction(1, sample_rate)
+        packets, samples = [], round(chunk_seconds * sample_rate)
+        for start in chunk_starts:
+            chunk = np.zeros((samples, channels), np.int16)
+            chunk[round(click_at * sample_rate)] = 30000
+            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout=layout)
+            frame.sample_rate, frame.pts, frame.time_base = sample_rate, round(start * sample_rate), audio.time_base
+            packets += [(start, packet) for packet in audio.encode(frame)]
+        for index in range(100):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), index, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 25)
+            packets += [(index / 25, packet) for packet in video.encode(frame)]
+        packets += [(4.0, packet) for packet in video.encode(None)]
+        for _, packet in sorted(packets, key=lambda timed: timed[0]):
+            container.mux(packet)
+
+
+def click_samples(audio):
+    """Where each click of `write_timestamped_audio` landed (16 kHz samples)."""
+    loud = np.flatnonzero(np.abs(audio) > 0.1)
+    groups = np.split(loud, np.flatnonzero(np.diff(loud) > 100) + 1)
+    return np.array([group[np.argmax(np.abs(audio[group]))] for group in groups])
+
+
+@pytest.mark.parametrize("sample_rate", [16000, 44100])
+def test_audio_frames_are_placed_at_their_timestamps(tmp_path, sample_rate):
+    """A 0.3 s gap in the audio timestamps is filled with silence, a 0.05 s overlap is dropped: every
+    click lands at its own timestamp, where counting samples would put the later ones 0.25-0.3 s early."""
+    starts = [k * 0.1 for k in range(10)] + [1.3 + k * 0.1 for k in range(10)]  # a gap at 1.0-1.3 s
+    starts += [starts[-1] + 0.05 + k * 0.1 for k in range(10)]  # starts 0.05 s before the last chunk ends
+    write_timestamped_audio(tmp_path / "joined.mkv", sample_rate, starts)
+
+    media = load_media(tmp_path / "joined.mkv")
+
+    expected = np.round((np.array(starts) + 0.075) * 16000)
+    assert len(click_samples(media.audio)) == len(starts)
+    assert np.abs(click_samples(media.audio) - expected).max() <= 2
+    assert len(media.audio) == pytest.approx((starts[-1] + 0.1) * 16000, abs=2)
+    assert any("disagree by up to 0.30 s" in warning for warning in media.warnings)
+    assert load_audio(tmp_path / "joined.mkv").shape == media.audio.shape
+
+
+def test_contiguous_audio_timestamps_give_no_warning(tmp_path):
+    write_timestamped_audio(tmp_path / "plain.mkv", 16000, [k * 0.1 for k in range(40)])
+    media = load_media(tmp_path / "plain.mkv")
+    assert media.warnings == ()
+    assert np.abs(click_samples(media.audio) - np.round((np.arange(40) * 0.1 + 0.075) * 16000)).max() <= 1
+
+
+def test_low_sample_rate_and_differing_channels_are_warned_about(tmp_path):
+    write_timestamped_audio(tmp_path / "phone.mkv", 8000, [k * 0.1 for k in range(40)])
+    assert any("sampled at 8000 Hz" in warning for warning in load_media(tmp_path / "phone.mkv").warnings)
+
+    rng = np.random.default_rng(0)
+    same = np.repeat(speech_audio(speech_envelope(50))[:, None], 2, axis=1)
+    write_wav(tmp_path / "same.wav", same, 16000)
+    write_wav(tmp_path / "different.wav", np.clip(rng.standard_normal((32000, 2)) * 0.2, -1, 1), 16000)
+    write_clip(tmp_path / "mute.mp4", seconds=2.0, with_audio=False)
+    assert load_media(tmp_path / "mute.mp4", audio_path=tmp_path / "same.wav").warnings == ()
+    warnings = load_media(tmp_path / "mute.mp4", audio_path=tmp_path / "different.wav").warnings
+    assert any("two audio channels differ" in warning for warning in warnings)
+
+
+def test_still_image_is_named_as_such(tmp_path):
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "photo.png")
+    with pytest.raises(MediaError, match=r"photo\.png: a still image, not a video"):
+        load_media(tmp_path / "photo.png")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(MediaError, match=r"nothere\.mp4: no such file"):
         load_media(tmp_path / "nothere.mp4")
