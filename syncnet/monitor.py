@@ -336,7 +336,7 @@ class RollingOffset:
 def score_chunk(chunk: Chunk, index: int, model, rolling: RollingOffset, *, vshift: int = hp.VSHIFT,
                 min_confidence: float | None = None) -> ChunkReport:
     """Score one chunk as `syncnet score` scores a file, give it a verdict, feed the rolling offset."""
-    from .scoring import IN_SYNC_MIN_CONFIDENCE, score_media
+    from .scoring import IN_SYNC_MAX_OFFSET, IN_SYNC_MIN_CONFIDENCE, score_media
     from .video import is_silent
 
     min_confidence = IN_SYNC_MIN_CONFIDENCE if min_confidence is None else min_confidence
@@ -353,8 +353,8 @@ def score_chunk(chunk: Chunk, index: int, model, rolling: RollingOffset, *, vshi
             report.sync_probability = result.sync_probability
             if result.in_sync:
                 report.verdict = IN_SYNC
-            elif result.confidence > min_confidence:
-                report.verdict = OUT_OF_SYNC
+            elif abs(result.offset_frames) > IN_SYNC_MAX_OFFSET and result.confidence > min_confidence:
+                report.verdict = OUT_OF_SYNC  # a clear offset; near 0 but not in sync is not one
             else:
                 report.verdict = LOW_CONFIDENCE
             if report.verdict != LOW_CONFIDENCE:
