@@ -22,6 +22,9 @@ INT16_SCALE = 32768.0
 _FRAME_LENGTH = int(round(hp.MFCC_WINDOW_SECONDS * hp.AUDIO_SAMPLE_RATE))  # 400 samples
 _FRAME_STEP = int(round(hp.MFCC_STEP_SECONDS * hp.AUDIO_SAMPLE_RATE))  # 160 samples
 _EPS = np.float32(np.finfo(np.float64).eps)  # psf's floor for zero energy: log(2.2e-16), not float32's eps
+# `mfcc_in_chunks`' chunk: 60 s of columns. Its transient tensors (frames, spectra) take about 8 KB
+# a column, so a whole 10-minute track at once would take 0.5 GB; a chunk takes 50 MB.
+CHUNK_STEPS = 6000
 
 
 def _hz_to_mel(hz):
@@ -103,6 +106,22 @@ def mfcc(audio) -> tf.Tensor:
     cepstra = cepstra * _LIFTER
     cepstra = tf.concat([tf.math.log(energy)[..., None], cepstra[..., 1:]], axis=-1)
     return tf.linalg.matrix_transpose(cepstra)
+
+
+def mfcc_in_chunks(audio: np.ndarray, chunk_steps: int = CHUNK_STEPS) -> np.ndarray:
+    """`mfcc(audio)` of a 1-D track as numpy, computed `chunk_steps` columns at a time, so memory
+    stays flat in the audio's length. Each chunk starts one step early - that column's first
+    sample lacks the sample before it for the pre-emphasis - and drops it; the last chunk runs to
+    the end of the audio, so it pads as `mfcc` pads. The columns equal `mfcc`'s to float rounding."""
+    audio = np.asarray(audio, np.float32)
+    total = num_mfcc_steps(len(audio))
+    chunks = []
+    for first in range(0, total, chunk_steps):
+        last = min(first + chunk_steps, total)
+        start = max(first - 1, 0) * _FRAME_STEP
+        stop = len(audio) if last == total else (last - 1) * _FRAME_STEP + _FRAME_LENGTH
+        chunks.append(mfcc(audio[start:stop]).numpy()[:, 1 if first else 0 :])
+    return np.concatenate(chunks, axis=1)
 
 
 def mfcc_window_start(frame_index):

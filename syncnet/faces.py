@@ -10,18 +10,24 @@ Two passes over the frames, so memory stays bounded in video length and smoothin
 Detection is dlib's HOG frontal-face detector (upsample 0), which sees faces of about 80 px and
 up. Two ways of running it:
 
-- on the whole frame, resized so its longer side is `detect_size` px, every `redetect_every`
-  frames, at a shot cut, and when a track lost its face: it finds new faces. The HOG cost grows with
+- on the whole frame, resized so its longer side is `detect_size` px, at a shot cut, when a track
+  lost its face, and periodically: every `redetect_every` frames while the last such scan found no
+  face, every `rescan_every` while it found some (a face entering a shot already followed is seen
+  within a second; the scan is most of the tracking's cost at 720p and up). It finds new faces. The HOG cost grows with
   the pixel count (measured on one core of this project's CPU, on grayscale: 3 ms at 224x126, 14 ms
   at 480x270, 43 ms at 960x540, 170 ms at 1920x1080). A 480 px detector would only see faces of
   213 px and up in a 720p frame and 320 px in 1080p; the talking-head faces in our 720p clips are
   87-216 px wide, so the default is 960 px (faces from 107 px in 720p, 160 px in 1080p, and any
-  face in smaller videos) - affordable because it runs on one frame in ten.
-- on every frame, near each tracked face: the region around its latest landmarks (1 or 2 frames
-  old), resized so the face is about 100 px, costs about 3 ms whatever the video's resolution. It
-  confirms the face is still there (the shape predictor alone would return 68 points on anything)
-  and gives the box the shape predictor starts from (on every 2nd frame), on the full-resolution
-  frame.
+  face in smaller videos) - affordable because it runs on one frame in ten, or in 25.
+- near each tracked face, every `detect_every` frames of its track: the region around its latest
+  landmarks, resized so the face is about 100 px, costs about 3 ms whatever the video's resolution.
+  It confirms the face is still there (the shape predictor alone would return 68 points on
+  anything) and gives the box the shape predictor starts from, on the full-resolution frame. On the
+  frames between, the box is carried: the last detected box, moved as the landmarks moved since,
+  and a 24 x 24 thumbnail of it is compared with the one taken at the detection (0.1 ms). When they
+  stop looking alike (the face turned, was covered, or the shot changed inside the box), when the
+  landmarks' box changed size by a tenth since the detection (a fit going astray), when the
+  detection is due, or when it failed on the frame before, the detector runs.
 
 Decoding, the cut test and the periodic whole-frame detection run a few frames ahead in a thread:
 dlib's detector lets go of the GIL, so on 2 cores they overlap the following. All of it runs on
@@ -59,6 +65,19 @@ START_SCORE = 0.3
 # detection near the face) and interpolated between: they place the crops, which follow a median
 # over 13-25 frames of them, and the region a face is searched for in the next frames.
 LANDMARK_EVERY = 2
+# A tracked face is looked for near its place every this many frames of its track; between, its box
+# is carried. 3 ms a frame per face saved on 4 of 5 frames; bench/bench_scoring.py measures it,
+# tests/test_reference_scores.py bounds what it moves.
+DETECT_EVERY = 5
+# Pearson correlation between a carried box's 24 x 24 thumbnail and the one at the last detection
+# below which the detector runs at once. Within a shot the shared clips' talking faces stay above
+# 0.9 over 5 frames (speech moves the mouth, a small part of the box); a face flipped or covered,
+# or a cut inside the box, falls far below.
+PATCH_SIZE = 24
+MIN_PATCH_CORRELATION = 0.8
+# The landmarks predicted from a carried box feed the next carried box, so a poor fit could drift:
+# when their box's size strays this far from its size at the detection, the detector runs.
+MAX_LANDMARK_SIZE_CHANGE = 0.1
 READ_AHEAD_FRAMES = 4  # the look-over runs at most this many frames ahead of the following
 TRACK_IOU = 0.5  # a detection continues a track if it overlaps the track's last box this much (syncnet_python's)
 
@@ -105,7 +124,7 @@ class FaceTrack:
     # move about 0.3 px between frames of a still face, and smoothing would blur the lip motion);
     # the crop boxes built from them are smoothed
     landmarks: np.ndarray = field(repr=False)
-    detected: np.ndarray = field(repr=False)  # (n,) bool: False where the frame was bridged (interpolated)
+    detected: np.ndarray = field(repr=False)  # (n,) bool: True where the face was found (detected or carried), False where bridged
 
     @property
     def end(self) -> int:
@@ -158,6 +177,8 @@ def find_face_tracks(
     min_face_size: int = 40,
     detect_size: int = 960,
     redetect_every: int = 10,
+    rescan_every: int = 25,
+    detect_every: int = DETECT_EVERY,
     max_gap: int = 5,
     min_track: int = hp.WINDOW_FRAMES,
     cut_threshold: float = 0.15,
@@ -168,7 +189,9 @@ def find_face_tracks(
     min_face_size: faces whose box is narrower (px, full resolution) are skipped as too small.
     detect_size: longer side (px) of the image the whole-frame detector sees (smaller videos are
     enlarged at most 2x): it finds faces from 80 * longer side / detect_size px. redetect_every: frames
-    between whole-frame detections. max_gap: longest run of frames without the face that a track
+    between whole-frame detections while the last one found no face; rescan_every: while it found
+    one (both counted from that detection). detect_every: frames between detections near a tracked
+    face (1: on every frame, as before 2026-12-01, with rescan_every=10). max_gap: longest run of frames without the face that a track
     bridges. min_track: shorter tracks are dropped. cut_threshold: histogram distance that makes a
     shot cut.
     """
@@ -184,7 +207,8 @@ def find_face_tracks(
     whole_frame_saw_small_face = False  # in the last whole-frame detection
     # The look-over (decoding, cuts, whole-frame detections) runs a few frames ahead in a thread;
     # dlib's detector lets go of the GIL, so on 2 cores it overlaps the following below.
-    looked_over = ReadAhead(_look_over(frames, scale, redetect_every, cut_threshold), depth=READ_AHEAD_FRAMES, name="syncnet-faces")
+    looked_over = ReadAhead(_look_over(frames, scale, (redetect_every, rescan_every), cut_threshold),
+                            depth=READ_AHEAD_FRAMES, name="syncnet-faces")
     with _face_detector() as detector, looked_over:
         for frame in looked_over:
             index, gray, whole_frame_boxes = frame.index, frame.gray, frame.whole_frame_boxes
@@ -192,14 +216,19 @@ def find_face_tracks(
                 shot_cuts.append(index)
                 active = []  # a face never continues across a cut
 
-            # follow the tracked faces, each in the region around where it was
+            # follow the tracked faces: carried where they still look as they did, else detected
+            # in the region around where they were
             saw_small_face = False
             for track in active:
+                if track.carry(index, gray):
+                    continue
                 boxes = _detect_near(detector, gray, track.last_landmarks)
                 saw_small_face |= any(_width(box) < min_face_size for box in boxes)
                 box = _best_overlap([box for box in boxes if _width(box) >= min_face_size], track.last_box)
                 if box is not None:
                     track.add(index, box, gray)
+                else:
+                    track.missed = True
 
             # look over the whole frame for new faces, and for the tracked faces not found near their place
             missing = [track for track in active if track.last_frame < index]
@@ -215,7 +244,7 @@ def find_face_tracks(
                         owner.add(index, box, gray)
                         missing.remove(owner)
                     elif box[4] >= START_SCORE and not any(_contains(track.last_box, _centre(box)) for track in active if track.last_frame == index):
-                        track = _Track()
+                        track = _Track(detect_every)
                         track.add(index, box, gray)
                         tracks.append(track)
                         active.append(track)
@@ -239,11 +268,14 @@ class _LookedOver:
     whole_frame_boxes: list | None = None  # where the whole-frame detection ran
 
 
-def _look_over(frames, scale, redetect_every: int, cut_threshold: float) -> Iterator[_LookedOver]:
+def _look_over(frames, scale, intervals: tuple[int, int], cut_threshold: float) -> Iterator[_LookedOver]:
     """Each frame in grayscale, whether it starts a new shot, and the whole-frame detection's boxes
-    on every `redetect_every`-th frame and at cuts."""
+    at the first frame, at cuts, and `intervals[0]` frames after a detection that found no face
+    (none scoring START_SCORE), `intervals[1]` after one that found some. Decided from the frames alone, so the tracks never
+    depend on how far this runs ahead."""
     previous_histogram = None
     frame_shape = None
+    next_detection = 0
     with _face_detector() as detector:
         for index, frame in enumerate(frames):
             frame = _checked_frame(frame, index, frame_shape)
@@ -252,7 +284,11 @@ def _look_over(frames, scale, redetect_every: int, cut_threshold: float) -> Iter
             histogram = _thumbnail_histogram(gray)
             is_cut = previous_histogram is not None and 0.5 * np.abs(histogram - previous_histogram).sum() > cut_threshold
             previous_histogram = histogram
-            whole_frame_boxes = _detect(detector, gray, scale(gray)) if is_cut or index % redetect_every == 0 else None
+            whole_frame_boxes = None
+            if is_cut or index >= next_detection:
+                whole_frame_boxes = _detect(detector, gray, scale(gray))
+                found_face = any(box[4] >= START_SCORE for box in whole_frame_boxes)  # one that can start a track
+                next_detection = index + intervals[found_face]
             yield _LookedOver(index, gray, is_cut, whole_frame_boxes)
 
 
@@ -307,8 +343,10 @@ def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str
 
 def frames_to_crop(media, kind: str) -> Iterator[np.ndarray]:
     """`media.frames()` as `crop_tracks` needs them for `kind` crops: the luma for mouths (the
-    decoding costs half as much), RGB for faces and lips."""
-    return media.frames(gray=kind == "mouth")
+    decoding costs half as much), RGB for faces and lips; decoded a few frames ahead in a thread
+    (FFmpeg lets go of the GIL), so the decoding overlaps the cropping and the towers."""
+    with ReadAhead(media.frames(gray=kind == "mouth"), depth=READ_AHEAD_FRAMES, name="syncnet-crops") as frames:
+        yield from frames
 
 
 # --- Tracks under construction -----------------------------------------------------------------
@@ -317,17 +355,46 @@ _FACE, _NO_FACE, _TOO_SMALL = 0, 1, 2
 
 
 class _Track:
-    """A face being followed: the frames it was detected in, its last box, and its landmarks on
-    every LANDMARK_EVERY-th of those frames."""
+    """A face being followed: the frames it was found in (detected, or carried between detections),
+    its last box, and its landmarks on every LANDMARK_EVERY-th of those frames."""
 
-    def __init__(self):
+    def __init__(self, detect_every: int):
+        self.detect_every = detect_every
         self.frames: list[int] = []
         self.last_box = None
         self.landmark_frames: list[int] = []
         self.landmarks: list[np.ndarray] = []
+        self.detected_frame = None
+        self.detected_box = None  # the last detection's box, the patch seen in it, the landmarks then
+        self.detected_patch = None
+        self.detected_centre = None
+        self.detected_size = None
+        self.missed = False  # the last detection near the face failed
 
     def add(self, index: int, box, gray: np.ndarray):
-        """The face found at `box` in frame `index`; its landmarks are predicted if they are due."""
+        """The face detected at `box` in frame `index`."""
+        self._found(index, box, gray)
+        self.detected_frame = index
+        self.detected_box, self.detected_patch = box, _patch(gray, box)
+        self.detected_centre = _landmark_centre(self.last_landmarks)
+        self.detected_size = _landmark_size(self.last_landmarks)
+        self.missed = False
+
+    def carry(self, index: int, gray: np.ndarray) -> bool:
+        """Follow the face into frame `index` without the detector, if it is not due and the carried
+        box still shows what the last detection saw; False when the detector should run."""
+        if self.missed or index - self.detected_frame >= self.detect_every or index - self.frames[-1] > 1:
+            return False
+        if abs(_landmark_size(self.last_landmarks) / self.detected_size - 1) > MAX_LANDMARK_SIZE_CHANGE:
+            return False
+        shift = _landmark_centre(self.last_landmarks) - self.detected_centre
+        box = (*(np.asarray(self.detected_box[:4]) + np.tile(shift, 2)), self.detected_box[4])
+        if _correlation(_patch(gray, box), self.detected_patch) < MIN_PATCH_CORRELATION:
+            return False
+        self._found(index, box, gray)
+        return True
+
+    def _found(self, index: int, box, gray: np.ndarray):
         self.frames.append(index)
         self.last_box = box
         if not self.landmark_frames or index - self.landmark_frames[-1] >= LANDMARK_EVERY:
@@ -420,6 +487,26 @@ def _detect_near(detector, frame: np.ndarray, landmarks: np.ndarray) -> list[tup
         return []
     boxes = _detect(detector, frame[y0:y1, x0:x1], ROI_FACE_SIZE / max(side, 1))
     return [(bx0 + x0, by0 + y0, bx1 + x0, by1 + y0, score) for bx0, by0, bx1, by1, score in boxes]
+
+
+def _landmark_centre(landmarks: np.ndarray) -> np.ndarray:
+    return (landmarks.min(axis=0) + landmarks.max(axis=0)) / 2
+
+
+def _landmark_size(landmarks: np.ndarray) -> float:
+    return float(max(np.ptp(landmarks, axis=0).max(), 1.0))
+
+
+def _patch(gray: np.ndarray, box) -> np.ndarray:
+    """The box's content as a PATCH_SIZE x PATCH_SIZE float thumbnail."""
+    thumbnail = Image.fromarray(_crop(gray, box[:4], fill=0)).resize((PATCH_SIZE, PATCH_SIZE), Image.BILINEAR)
+    return np.asarray(thumbnail, np.float32)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    norm = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / norm) if norm > 0 else 0.0
 
 
 def _landmarks(gray: np.ndarray, box) -> np.ndarray:

@@ -45,7 +45,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from . import hyperparameters as hp
-from .audio import mfcc
+from .audio import mfcc_in_chunks
 from .data import COMPRESSION, MANIFEST, MFCC_TAIL, Segment, crop_shape, encode_segment, holds_pixels, read_manifest
 from .faces import crop_tracks, find_face_tracks, frames_to_crop
 from .models.lip_encoder import VVADLRS3_INSTALL, vvadlrs3_weights_path
@@ -158,7 +158,7 @@ def preprocess_video(path, preset: str = "paper", audio_path=None, *, clip: str 
     samples_needed = SAMPLES_PER_FRAME // hp.MFCC_STEPS_PER_FRAME * (columns - 1) + int(hp.MFCC_WINDOW_SECONDS * hp.AUDIO_SAMPLE_RATE)
     audio = np.zeros(samples_needed, np.float32)
     audio[: min(len(media.audio), samples_needed)] = media.audio[:samples_needed]
-    coefficients = mfcc(audio).numpy()[:, :columns]
+    coefficients = mfcc_in_chunks(audio)[:, :columns]
 
     return VideoRecord(
         media=media,

@@ -340,7 +340,7 @@ def plan_tracks(media, vshift: int, progress: bool = False) -> TrackPlans:
 
 
 def _score_into(result, media, model, vshift, verdict, batch_size, progress):
-    from .audio import mfcc
+    from .audio import mfcc_in_chunks
     from .faces import crop_tracks, frames_to_crop
 
     result.frames = media.num_frames
@@ -349,7 +349,7 @@ def _score_into(result, media, model, vshift, verdict, batch_size, progress):
     plans = planned.plans
 
     towers = compiled_towers(model)
-    audio_windows = _embed_audio_windows(towers, mfcc(media.audio).numpy(), plans.values(), batch_size)
+    audio_windows = _embed_audio_windows(towers, mfcc_in_chunks(media.audio), plans.values(), batch_size)
     crops = crop_tracks(_progress(frames_to_crop(media, model.visual_input), media.num_frames, "lips", progress), planned.tracks, model.visual_input)
     _embed_frame_windows(towers, crops, plans, batch_size)
 

@@ -78,7 +78,7 @@ def embed_video(path, model, *, audio_path=None, vshift: int = hp.VSHIFT, batch_
 
     Raises ValueError (MediaError) when the video cannot be used: unreadable, silent, no face.
     """
-    from .audio import mfcc
+    from .audio import mfcc_in_chunks
     from .faces import crop_tracks, frames_to_crop
     from .scoring import _embed_audio_windows, _embed_frame_windows, _progress, _TrackPlan, compiled_towers, plan_tracks
     from .video import load_media
@@ -90,7 +90,7 @@ def embed_video(path, model, *, audio_path=None, vshift: int = hp.VSHIFT, batch_
     towers = compiled_towers(model)
     # every audio window, not only those under a face: calibration pairs them with other videos' faces
     whole_audio = _TrackPlan(NO_SPEAKER, 0, audio_frames, audio_frames - hp.WINDOW_FRAMES, 0)
-    audio = _embed_audio_windows(towers, mfcc(media.audio).numpy(), [whole_audio], batch_size)
+    audio = _embed_audio_windows(towers, mfcc_in_chunks(media.audio), [whole_audio], batch_size)
     crops = crop_tracks(_progress(frames_to_crop(media, model.visual_input), media.num_frames, "lips", progress), tracks, model.visual_input)
     _embed_frame_windows(towers, crops, plans, batch_size)
     for plan in plans.values():

@@ -58,3 +58,13 @@ def test_window_alignment_four_mfcc_steps_per_video_frame():
     assert audio.mfcc_window_start(0) == 0
     assert audio.mfcc_window_start(10) == 40
     assert audio.num_mfcc_steps(hp.AUDIO_SAMPLE_RATE) == 99  # psf: 1 + ceil((16000 - 400) / 160)
+
+
+@pytest.mark.parametrize("num_samples", [160 * 2100, 160 * 2100 + 57, 160 * 700 + 399])
+def test_mfcc_in_chunks_equals_mfcc_of_the_whole_track(num_samples):
+    """Chunks of 700 columns (the default is 60 s), the last one short or padded: the same columns."""
+    track = speech_audio(speech_envelope(num_samples // 640 + 1))[:num_samples]
+    whole = audio.mfcc(track).numpy()
+    chunked = audio.mfcc_in_chunks(track, chunk_steps=700)
+    assert chunked.shape == whole.shape == (13, audio.num_mfcc_steps(num_samples))
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-4)

@@ -151,7 +151,8 @@ def test_long_gap_ends_the_track_and_counts_frames_without_face(one_face):
     result = find_face_tracks(upside_down_face(frame) if index in gap else frame for index, frame in enumerate(frames))
     first, second = result.tracks
     assert (first.start, first.end, second.end) == (0, 30, len(frames))
-    # once a track is gone, new faces are looked for every `redetect_every` (10) frames
+    # once a track is gone, the face is found again at the next whole-frame scan: 25 frames after
+    # the last one (at frame 25), which saw a face (`rescan_every`)
     assert 45 <= second.start < 55
     assert result.skipped == {"no_face": second.start - 30} and result.shot_cuts == []
 
