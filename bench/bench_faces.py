@@ -21,6 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from synthetic import write_clip, write_frames  # noqa: E402
+
 from syncnet.faces import crop_tracks, find_face_tracks  # noqa: E402
 from syncnet.video import load_media  # noqa: E402
 
@@ -53,10 +54,16 @@ def bench(name, path):
     frames = list(media.frames())
     result, track_seconds = timed(lambda: find_face_tracks(gray))
     covered = sum(track.end - track.start for track in result.tracks)
-    row = [f"{name:<28}", f"{media.width}x{media.height}", f"{len(frames):>5} frames", f"tracks {len(result.tracks)}, covered {covered}",
-           f"decode {len(frames) / decode_seconds:6.1f} fps", f"track {len(frames) / track_seconds:6.1f} fps"]
+    row = [
+        f"{name:<28}",
+        f"{media.width}x{media.height}",
+        f"{len(frames):>5} frames",
+        f"tracks {len(result.tracks)}, covered {covered}",
+        f"decode {len(frames) / decode_seconds:6.1f} fps",
+        f"track {len(frames) / track_seconds:6.1f} fps",
+    ]
     for kind in ("mouth", "face"):
-        crops, crop_seconds = timed(lambda: sum(1 for _ in crop_tracks(frames, result.tracks, kind)))
+        crops, crop_seconds = timed(lambda kind=kind: sum(1 for _ in crop_tracks(frames, result.tracks, kind)))
         row.append(f"{kind} crops {crops / max(crop_seconds, 1e-9):6.1f} fps")
     print(" | ".join(row), flush=True)
 

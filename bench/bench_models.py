@@ -100,8 +100,7 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    print(f"device: {'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'}, "
-          f"threads: {os.cpu_count()}, batch {args.batch}")
+    print(f"device: {'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'}, threads: {os.cpu_count()}, batch {args.batch}")
     results = {}
     for preset in ("syncnet_v2", "paper"):
         model = build_model(preset)

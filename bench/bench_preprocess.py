@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from synthetic import write_clip  # noqa: E402
+
 from syncnet import data  # noqa: E402
 from syncnet.data import read_manifest  # noqa: E402
 from syncnet.preprocess import preprocess_folder  # noqa: E402

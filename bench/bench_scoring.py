@@ -36,9 +36,10 @@ import tensorflow as tf  # noqa: E402
 
 from syncnet import faces  # noqa: E402
 from syncnet.audio import mfcc  # noqa: E402
+from syncnet.embedding import BATCH_WINDOWS, compiled_towers  # noqa: E402
 from syncnet.faces import crop_tracks, find_face_tracks  # noqa: E402
 from syncnet.models import build_model  # noqa: E402
-from syncnet.scoring import BATCH_WINDOWS, compiled_towers, score_video  # noqa: E402
+from syncnet.scoring import score_video  # noqa: E402
 from syncnet.video import load_media  # noqa: E402
 
 SHARED_CLIPS = Path(os.environ.get("SYNCNET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")) / "clips"
@@ -96,6 +97,7 @@ def tracking_parts(gray_frames) -> dict:
             result = originals[name](*args, **kwargs)
             spent[TRACKING_PARTS[name]] += time.perf_counter() - start
             return result
+
         return timed_part
 
     original_near = faces._detect_near
@@ -176,7 +178,9 @@ def bench_clip(path, models: dict, repeats: int, peak: float) -> list[str]:
     tracking, faces_seconds = timed(lambda: find_face_tracks(gray_frames))
     dense_seconds = timed(lambda: find_face_tracks(gray_frames, detect_every=1, rescan_every=10))[1]
     parts = tracking_parts(gray_frames)
-    crop_seconds = {kind: timed(lambda: list(crop_tracks(frames, tracking.tracks, kind)))[1] for kind in ("mouth", "face", "lips")}
+    crop_seconds = {
+        kind: timed(lambda kind=kind: list(crop_tracks(frames, tracking.tracks, kind)))[1] for kind in ("mouth", "face", "lips")
+    }
     mfcc(media.audio)
     mfcc_seconds = timed(lambda: mfcc(media.audio).numpy())[1]
     per_frame = lambda seconds: f"{1000 * seconds / media.num_frames:.2f}"  # noqa: E731
@@ -194,11 +198,11 @@ def bench_clip(path, models: dict, repeats: int, peak: float) -> list[str]:
     for preset, model in models.items():
         windows = media.num_frames - 5
         embed = embed_seconds(model, windows)
-        result, first = timed(lambda: score_video(path, model))
+        result, first = timed(lambda model=model: score_video(path, model))
         if result.status != "ok":
             lines.append(f"  {preset:<10} error: {result.error}")
             continue
-        total = min(timed(lambda: score_video(path, model))[1] for _ in range(repeats))
+        total = min(timed(lambda model=model: score_video(path, model))[1] for _ in range(repeats))
         achieved = towers_multiply_adds(model) * windows / embed
         lines.append(
             f"  {preset:<10} towers {per_frame(embed)} ms/frame ({achieved / 1e9:.1f} G multiply-adds/s, "
@@ -217,8 +221,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=4, help="score_video calls timed per clip and preset; the best counts")
     args = parser.parse_args()
     tf.get_logger().setLevel("ERROR")  # the profiler's deprecation notes
-    print(f"device: {'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'}, cores: {os.cpu_count()}, "
-          f"load average: {os.getloadavg()[0]:.1f}")
+    print(
+        f"device: {'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'}, cores: {os.cpu_count()}, "
+        f"load average: {os.getloadavg()[0]:.1f}"
+    )
     models = {preset: build_model(preset) for preset in args.presets}
     _, dlib_seconds = timed(lambda: find_face_tracks([np.zeros((64, 64), np.uint8)] * 5))
     print(f"dlib's models: {dlib_seconds:.2f} s to load, once per process (not in the figures below)")

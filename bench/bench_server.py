@@ -25,7 +25,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import numpy as np  # noqa: E402
-
 from synthetic import write_clip  # noqa: E402
 from test_server import post_files, running_server  # noqa: E402
 
@@ -82,8 +81,8 @@ def main():
         folder = Path(folder)
         model = args.model
         if model is None:
+            from syncnet.loading import save_model
             from syncnet.models import build_model
-            from syncnet.models.siamese import save_model
 
             model = folder / "paper_untrained.keras"
             save_model(build_model("paper"), model)
@@ -96,7 +95,9 @@ def main():
         server_tmp.mkdir()
         with running_server(model, server_tmp, "--queue", str(args.queue)) as (url, process):
             sampler = MemorySampler(process.pid)
-            print(f"server RSS after start-up: {rss_mb(process.pid):.0f} MB; {args.clients} concurrent uploads a round, --queue {args.queue}")
+            print(
+                f"server RSS after start-up: {rss_mb(process.pid):.0f} MB; {args.clients} concurrent uploads a round, --queue {args.queue}"
+            )
             peaks, failures = [], []
             for round_index in range(args.rounds):
                 began = time.perf_counter()
@@ -111,14 +112,18 @@ def main():
                 if unexpected:
                     failures.append(f"round {round_index + 1}: {unexpected}")
                 latency = f"{np.median(scored):.1f} s median, {max(scored):.1f} s max" if scored else "-"
-                print(f"round {round_index + 1}: {dict(statuses)} in {wall:.1f} s; 200s answered in {latency}; "
-                      f"RSS {min(samples):.0f}-{max(samples):.0f} MB")
+                print(
+                    f"round {round_index + 1}: {dict(statuses)} in {wall:.1f} s; 200s answered in {latency}; "
+                    f"RSS {min(samples):.0f}-{max(samples):.0f} MB"
+                )
                 sampler.mark()
             sampler.stop()
             leftovers = list(server_tmp.glob("syncnet-serve-*/*"))
         growth = peaks[-1] - peaks[0]
-        print(f"peak RSS first round {peaks[0]:.0f} MB, last round {peaks[-1]:.0f} MB (growth {growth:+.0f} MB); "
-              f"upload files left behind: {len(leftovers)}")
+        print(
+            f"peak RSS first round {peaks[0]:.0f} MB, last round {peaks[-1]:.0f} MB (growth {growth:+.0f} MB); "
+            f"upload files left behind: {len(leftovers)}"
+        )
         if growth > args.rss_growth_mb:
             failures.append(f"RSS grew by {growth:.0f} MB (> {args.rss_growth_mb:g})")
         if leftovers:

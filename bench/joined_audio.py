@@ -58,8 +58,10 @@ def join(clip: Path, out: Path, loops: int, keep=None):
 def line(label, result):
     if result.status != "ok":
         return f"{label:>12}: error {result.error}"
-    return (f"{label:>12}: offset {result.offset_frames:+3d}, LSE-C {result.confidence:6.3f}, "
-            f"{'in sync' if result.in_sync else 'NOT in sync'} ({result.verdict_reason}); warnings: {result.warnings}")
+    return (
+        f"{label:>12}: offset {result.offset_frames:+3d}, LSE-C {result.confidence:6.3f}, "
+        f"{'in sync' if result.in_sync else 'NOT in sync'} ({result.verdict_reason}); warnings: {result.warnings}"
+    )
 
 
 def main():

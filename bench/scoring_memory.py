@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import av
-
 from joined_audio import SHARED_CLIPS, join
 
 SCORE = """
@@ -52,9 +51,12 @@ def main():
                 sys.exit(run.stderr.strip().splitlines()[-1])
             figures = json.loads(run.stdout.strip().splitlines()[-1])
             first_peak = first_peak or figures["peak_mb"]
-            print(f"{minutes:5g} min ({figures['frames']} frames, {figures['status']}): {figures['seconds']:6.1f} s = "
-                  f"{figures['frames'] / 25 / figures['seconds']:.1f}x real time, peak RSS {figures['peak_mb']:.0f} MB "
-                  f"({figures['peak_mb'] / first_peak:.2f}x the first)", flush=True)
+            print(
+                f"{minutes:5g} min ({figures['frames']} frames, {figures['status']}): {figures['seconds']:6.1f} s = "
+                f"{figures['frames'] / 25 / figures['seconds']:.1f}x real time, peak RSS {figures['peak_mb']:.0f} MB "
+                f"({figures['peak_mb'] / first_peak:.2f}x the first)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from PIL import Image  # noqa: E402
 
 from syncnet import hyperparameters as hp  # noqa: E402
 from syncnet.calibration import error_rates, fit_threshold  # noqa: E402
-from syncnet.models.siamese import load_model  # noqa: E402
+from syncnet.loading import load_model  # noqa: E402
 from syncnet.speakers import detect_speakers, speaking_threshold  # noqa: E402
 from syncnet.video import load_media  # noqa: E402
 
@@ -108,17 +108,21 @@ def main(argv=None):
     for kind in ("still", "other"):
         chosen = [row for row in rows if row[1] == kind]
         if chosen:
-            print(f"{kind}: {len(chosen)} videos; median fraction called speaking: speaking face "
-                  f"{np.median([r[2] for r in chosen]):.2f}, silent face {np.median([r[3] for r in chosen]):.2f}; "
-                  f"speaking face called speaking for most of its frames and the silent one for under a quarter in "
-                  f"{sum(r[2] > 0.5 and r[3] < 0.25 for r in chosen)} of {len(chosen)}")
+            print(
+                f"{kind}: {len(chosen)} videos; median fraction called speaking: speaking face "
+                f"{np.median([r[2] for r in chosen]):.2f}, silent face {np.median([r[3] for r in chosen]):.2f}; "
+                f"speaking face called speaking for most of its frames and the silent one for under a quarter in "
+                f"{sum(r[2] > 0.5 and r[3] < 0.25 for r in chosen)} of {len(chosen)}"
+            )
     if rows:
         # the fit `syncnet calibrate` makes (best balanced accuracy), on these videos' frames
         speaking, silent = np.concatenate(confidences["speaking"]), np.concatenate(confidences["silent"])
         best = fit_threshold(speaking, silent)
         speaking_below, silent_above = error_rates(speaking, silent, np.array([best]))
-        print(f"threshold {threshold:.3f}; the best separating threshold on these frames: {best:.3f} "
-              f"(J = {1 - speaking_below[0] - silent_above[0]:.2f})")
+        print(
+            f"threshold {threshold:.3f}; the best separating threshold on these frames: {best:.3f} "
+            f"(J = {1 - speaking_below[0] - silent_above[0]:.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -1,23 +1,33 @@
 """SyncNet lip-sync expert: does the mouth in a video move with its speech?
 
-    import syncnet
-    model = syncnet.load_model()                 # the shipped expert, or a .keras path
-    result = syncnet.score_video("clip.mp4")     # offset, LSE-D, LSE-C, sync probability
-    loss = syncnet.SyncLoss(model)(frames, mfcc)  # frozen expert as a generator loss
+import syncnet
+model = syncnet.load_model()                 # the shipped expert, or a .keras path
+result = syncnet.score_video("clip.mp4")     # offset, LSE-D, LSE-C, verdict, P(tampered)
+loss = syncnet.SyncLoss(model)(frames, mfcc)  # frozen expert as a generator loss
 """
 
 import importlib
+
+__version__ = "0.2.0"  # the one place: pyproject.toml reads it
 
 # Public name -> the module that defines it. Imported on first use: TensorFlow takes seconds to
 # import, and the command line must set its log level before that happens (`syncnet --help`).
 _EXPORTS = {
     "SyncNet": "syncnet.models.siamese",
     "build_model": "syncnet.models.siamese",
-    "load_model": "syncnet.models.siamese",
-    "save_model": "syncnet.models.siamese",
+    "load_model": "syncnet.loading",
+    "save_model": "syncnet.loading",
     "SyncLoss": "syncnet.sync_loss",
     "score_video": "syncnet.scoring",
     "ScoreResult": "syncnet.scoring",
+    "detect_speakers": "syncnet.speakers",
+    "calibrate": "syncnet.calibrating",
+    "Calibration": "syncnet.calibration",
+    "fix_video": "syncnet.fixing",
+    "load_media": "syncnet.video",
+    "Media": "syncnet.video",
+    "mfcc": "syncnet.audio",
+    "UserError": "syncnet.errors",
 }
 
 
@@ -29,4 +39,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'syncnet' has no attribute {name!r}")
 
 
-__all__ = list(_EXPORTS)
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = ["__version__", *_EXPORTS]

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import hyperparameters as hp
+from .errors import UserError
 
 # syncnet_python reads WAVs as int16 and feeds those integers to the MFCC; we carry audio as float
 # in [-1, 1], so scale back before the log (it shifts every log-energy by a constant).
@@ -80,21 +81,15 @@ def mfcc(audio) -> tf.Tensor:
     if audio.dtype != tf.float32:
         audio = tf.cast(audio, tf.float32)
     if audio.shape.rank is not None and audio.shape.rank < 1:
-        raise ValueError(f"mfcc expects audio of shape (..., samples), got a scalar")
+        raise UserError("mfcc expects audio of shape (..., samples), got a scalar")
     signal = audio * INT16_SCALE
     # Pre-emphasis, keeping the first sample as psf does.
-    signal = tf.concat(
-        [signal[..., :1], signal[..., 1:] - hp.MFCC_PREEMPHASIS * signal[..., :-1]], axis=-1
-    )
+    signal = tf.concat([signal[..., :1], signal[..., 1:] - hp.MFCC_PREEMPHASIS * signal[..., :-1]], axis=-1)
     # psf frames as many windows as needed to cover the signal, zero-padding the last one.
     num_samples = tf.shape(signal)[-1]
-    num_frames = tf.maximum(
-        1, 1 + tf.cast(tf.math.ceil((num_samples - _FRAME_LENGTH) / _FRAME_STEP), tf.int32)
-    )
+    num_frames = tf.maximum(1, 1 + tf.cast(tf.math.ceil((num_samples - _FRAME_LENGTH) / _FRAME_STEP), tf.int32))
     padded_length = (num_frames - 1) * _FRAME_STEP + _FRAME_LENGTH
-    paddings = tf.concat(
-        [tf.zeros([tf.rank(signal) - 1, 2], tf.int32), [[0, padded_length - num_samples]]], axis=0
-    )
+    paddings = tf.concat([tf.zeros([tf.rank(signal) - 1, 2], tf.int32), [[0, padded_length - num_samples]]], axis=0)
     signal = tf.pad(signal, paddings)
     frames = tf.signal.frame(signal, _FRAME_LENGTH, _FRAME_STEP)  # rectangular window
     power = tf.square(tf.abs(tf.signal.rfft(frames, fft_length=[hp.MFCC_NFFT]))) / hp.MFCC_NFFT

@@ -2,7 +2,7 @@
 
 import queue
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 
 class ReadAhead:
@@ -17,7 +17,9 @@ class ReadAhead:
 
     _END = object()
 
-    def __init__(self, items: Iterator, depth: int = 1, replaces_waiting: Callable[[object], bool] | None = None, name: str = "syncnet-read-ahead"):
+    def __init__(
+        self, items: Iterator, depth: int = 1, replaces_waiting: Callable[[object], bool] | None = None, name: str = "syncnet-read-ahead"
+    ):
         self.waiting = queue.Queue(maxsize=depth)
         self.stopped = threading.Event()
         self.dropped = 0

@@ -1,12 +1,6 @@
-"""The in-sync / tampered verdict, calibrated on your own real clips.
-
-    syncnet calibrate REAL_DIR... --model M [-o calibration.json] [--swaps 3] [--false-alarm RATE]
-
-The VidTIMIT audio-swap protocol: every real clip is scored with its own
-audio (label: in sync) and with the audio of `swaps` other clips put in its place (label: tampered, as
-a dubbed or voice-swapped video would be). Each clip's face crops and each audio go through the
-towers once; the pairs are scored from those embeddings exactly as `score_video(video,
-audio_path=other)` would score them (every face track, the most confident one reported).
+"""The in-sync / tampered verdict: its file format and the statistics that fit it. The pairs it is
+fitted on (real clips, and the same clips with other clips' audio) are scored by `syncnet
+calibrate` (syncnet/calibrating.py).
 
 Four numbers of the scorer's best face track are candidates (`SCORES`): LSE-C at the best offset
 (`confidence`) and at offset 0 (`confidence_at_zero`: the median of the mean distances over the
@@ -25,19 +19,18 @@ model and eight 2 s synthetic clips (all 56 swaps), ROC-AUC 0.81 for `confidence
 A threshold means something only for the model and footage it was fitted on: the shipped expert
 carries its own (`syncnet/weights/paper.calibration.json`, attached by `load_model()`); any other
 model without a calibration file keeps the scorer's placeholder rule (LSE-C above
-`scoring.IN_SYNC_MIN_CONFIDENCE`).
+`offsets.IN_SYNC_MIN_CONFIDENCE`).
 """
 
 import json
 import math
-import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import hyperparameters as hp
-from .files import atomic_output, check_writable
+from .errors import UserError
+from .files import atomic_output
 
 # Numbers of a scoring.TrackScore, each higher for a pair that is in sync (see `score_value`).
 SCORES = ("confidence", "confidence_at_zero", "sync_probability", "sync_probability_at_zero")
@@ -87,17 +80,17 @@ class Calibration:
     @classmethod
     def from_dict(cls, data: dict) -> "Calibration":
         if data.get("version") not in (1, FORMAT_VERSION):
-            raise ValueError(f"unsupported calibration version {data.get('version')!r} (expected {FORMAT_VERSION})")
+            raise UserError(f"unsupported calibration version {data.get('version')!r} (expected {FORMAT_VERSION})")
         fields = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         missing = set(cls.__dataclass_fields__) - set(fields) - {"model", "auc_by_score", "speaking_threshold"}
         if missing:
-            raise ValueError(f"calibration is missing {', '.join(sorted(missing))}")
+            raise UserError(f"calibration is missing {', '.join(sorted(missing))}")
         if fields["score"] not in SCORES:
-            raise ValueError(f"calibration score {fields['score']!r} is not one of {', '.join(SCORES)}")
+            raise UserError(f"calibration score {fields['score']!r} is not one of {', '.join(SCORES)}")
         optional = [name for name in ("speaking_threshold",) if fields.get(name) is not None]
         for name in ("threshold", "logistic_slope", *optional):
             if not isinstance(fields[name], (int, float)) or not math.isfinite(fields[name]):
-                raise ValueError(f"calibration {name} must be a finite number, got {fields[name]!r}")
+                raise UserError(f"calibration {name} must be a finite number, got {fields[name]!r}")
         return cls(**fields)
 
 
@@ -116,13 +109,13 @@ def load_calibration(path) -> Calibration:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such calibration file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not a calibration file ({error})") from None
+        raise UserError(f"{path}: not a calibration file ({error})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a calibration file (a JSON object expected)")
+        raise UserError(f"{path}: not a calibration file (a JSON object expected)")
     try:
         return Calibration.from_dict(data)
     except (ValueError, TypeError) as error:
-        raise ValueError(f"{path}: {error}") from None
+        raise UserError(f"{path}: {error}") from None
 
 
 def save_calibration(calibration: Calibration, path):
@@ -135,8 +128,9 @@ def save_calibration(calibration: Calibration, path):
 # --- Fitting ------------------------------------------------------------------------------------
 
 
-def fit_calibration(in_sync: dict, tampered: dict, *, false_alarm: float | None = None, model: str = "",
-                    speaking=None, not_speaking=None) -> Calibration:
+def fit_calibration(
+    in_sync: dict, tampered: dict, *, false_alarm: float | None = None, model: str = "", speaking=None, not_speaking=None
+) -> Calibration:
     """Pick the score that separates best and fit its verdict.
 
     in_sync, tampered: score name -> the scores of the in-sync (real) and tampered (swapped) pairs.
@@ -165,7 +159,9 @@ def fit_calibration(in_sync: dict, tampered: dict, *, false_alarm: float | None 
         num_swapped=len(negative),
         model=model,
         auc_by_score=auc_by_score,
-        speaking_threshold=None if speaking is None else fit_threshold(np.asarray(speaking, np.float64), np.asarray(not_speaking, np.float64)),
+        speaking_threshold=None
+        if speaking is None
+        else fit_threshold(np.asarray(speaking, np.float64), np.asarray(not_speaking, np.float64)),
     )
 
 
@@ -246,157 +242,6 @@ def fit_logistic_slope(in_sync_scores, tampered_scores, threshold: float) -> flo
         if abs(step) < 1e-10:
             break
     return float(slope / std)
-
-
-# --- Scoring the pairs ---------------------------------------------------------------------------
-
-
-@dataclass
-class PairScores:
-    """The calibration pairs' scores: score name -> one value per pair, for each label."""
-
-    in_sync: dict  # each clip with its own audio
-    tampered: dict  # each clip with another clip's audio
-    skipped: list[str]  # "path: reason" for every clip that could not be used
-    model: str  # the model that scored them
-    # `syncnet speakers`' smoothed per-frame confidence of each clip's best face, at its own offset,
-    # under its own audio and under the swapped ones
-    speaking: list = field(default_factory=list)
-    not_speaking: list = field(default_factory=list)
-
-
-def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift: int = hp.VSHIFT,
-                       progress: bool = False) -> PairScores:
-    """Score every real clip (paths) with its own audio and with the audio of the `swaps` clips after
-    it (in order, wrapping around, so each audio is swapped in as often as each face is scored).
-    model: a SyncNet, a .keras path, or None for the default expert."""
-    from .scoring import ScoreResult, _resolve_model
-    from .speakers import embed_video
-
-    if swaps < 1:
-        raise ValueError(f"swaps must be at least 1, got {swaps}")
-    videos = [str(video) for video in videos]
-    if len(videos) < 2:
-        raise ValueError(f"need at least 2 real clips to swap audio between, got {len(videos)}")
-    model, model_name = _resolve_model(model)
-    clips, skipped = [], []
-    for video in _progress(videos, progress):
-        try:
-            clips.append(embed_video(video, model, vshift=vshift))
-        except (ValueError, OSError) as error:  # MediaError is a ValueError
-            skipped.append(f"{video}: {str(error).strip().splitlines()[0]}")
-    if len(clips) < 2:
-        raise ValueError(f"need at least 2 usable real clips, got {len(clips)} of {len(videos)}" + (f" ({skipped[0]})" if skipped else ""))
-
-    scores = PairScores({name: [] for name in SCORES}, {name: [] for name in SCORES}, skipped, model_name)
-    for index, clip in enumerate(clips):
-        own = None  # the best face under its own audio: the face that speaks, and the clip's offset
-        for step in range(min(swaps, len(clips) - 1) + 1):
-            audio = clips[(index + step) % len(clips)].audio
-            best = ScoreResult(video=clip.media.path, model=model_name, tracks=_paired_track_scores(model, clip, audio)).best
-            if best is None:  # the other audio ends before any face appears
-                continue
-            for name in SCORES:
-                (scores.in_sync if step == 0 else scores.tampered)[name].append(score_value(best, name))
-            own = best if step == 0 else own
-            if own is not None:
-                (scores.speaking if step == 0 else scores.not_speaking).extend(
-                    _speaking_confidence(clip.plans[own.track_id], audio, own.offset_frames))
-    if not scores.tampered[SCORES[0]]:
-        raise ValueError("no swapped pair could be scored: every other clip's audio ends before the faces appear")
-    return scores
-
-
-def _paired_track_scores(model, clip, audio: np.ndarray) -> list:
-    """scoring.TrackScore of each of `clip`'s face tracks against `audio` embeddings placed at its
-    first frame, cut where the audio ends: what score_video(clip, audio_path=...) computes."""
-    from .scoring import Verdict, _track_score
-
-    scores = []
-    for plan in clip.plans.values():
-        windows = min(plan.windows, len(audio) - plan.start)
-        if windows < 1:
-            continue
-        paired = replace(plan, windows=windows, num_frames=windows + hp.WINDOW_FRAMES, vshift=min(plan.vshift, windows - 1))
-        frames = plan.frame_embeddings[:windows]
-        scores.append(_track_score(model, paired, frames, audio[plan.start : plan.start + windows], Verdict()))
-    return scores
-
-
-def _speaking_confidence(plan, audio: np.ndarray, offset: int) -> np.ndarray:
-    """`syncnet speakers`' smoothed per-frame confidence of one face track against `audio`
-    embeddings placed at its first frame, read at `offset`; the frames that have one."""
-    from .scoring import score_windows
-    from .speakers import DEFAULT_SMOOTH_FRAMES, smoothed, window_confidence
-
-    windows = min(plan.windows, len(audio) - plan.start)
-    if windows < 1:
-        return np.zeros(0, np.float32)
-    distances = score_windows(plan.frame_embeddings[:windows], audio[plan.start : plan.start + windows], min(plan.vshift, windows - 1))
-    confidence = smoothed(window_confidence(distances, offset, windows + hp.WINDOW_FRAMES), DEFAULT_SMOOTH_FRAMES)
-    return confidence[np.isfinite(confidence)]
-
-
-def calibrate(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift: int = hp.VSHIFT,
-              false_alarm: float | None = None, progress: bool = False) -> tuple[Calibration, list[str]]:
-    """Fit the verdict (and `syncnet speakers`' threshold) on real clips (paths). Returns the
-    calibration and the clips skipped, with why."""
-    if false_alarm is not None and not 0 <= false_alarm < 1:
-        raise ValueError(f"the false-alarm rate must be in [0, 1), got {false_alarm}")
-    scores = calibration_scores(videos, model, swaps=swaps, vshift=vshift, progress=progress)
-    calibration = fit_calibration(scores.in_sync, scores.tampered, false_alarm=false_alarm, model=scores.model,
-                                  speaking=scores.speaking, not_speaking=scores.not_speaking)
-    return calibration, scores.skipped
-
-
-def _progress(videos, enabled):
-    if not enabled:
-        return videos
-    from tqdm import tqdm
-
-    return tqdm(videos, desc="clips", unit="clip", leave=False, file=sys.stderr)
-
-
-# --- Command line ------------------------------------------------------------------------------
-
-
-def configure_parser(parser):
-    parser.add_argument("inputs", nargs="+", metavar="REAL_DIR", help="folders (or files) of real, in-sync clips")
-    parser.add_argument("--model", default=None, metavar="NAME_OR_PATH", help="the .keras SyncNet to calibrate (default: the shipped expert)")
-    parser.add_argument("-o", "--output", default="calibration.json", help="where to write the calibration (default %(default)s)")
-    parser.add_argument("--swaps", type=int, default=DEFAULT_SWAPS, help="other clips' audio swapped into each clip (default %(default)s)")
-    parser.add_argument("--false-alarm", type=float, default=None, metavar="RATE",
-                        help="pick the threshold that calls at most this fraction of real clips tampered "
-                             "(default: the best balanced accuracy)")
-    parser.add_argument("--vshift", type=int, default=hp.VSHIFT, help="search offsets -N..N frames (default %(default)s)")
-
-
-def run_command(args) -> int:
-    from .scoring import find_videos
-
-    output = check_writable(args.output)
-    videos = [video for video in find_videos(args.inputs) if isinstance(video, str)]  # empty folders give none
-    calibration, skipped = calibrate(videos, args.model, swaps=args.swaps, vshift=args.vshift,
-                                     false_alarm=args.false_alarm, progress=sys.stderr.isatty())
-    for line in skipped:
-        print(f"skipped {line}", file=sys.stderr)
-    save_calibration(calibration, output)
-    print(summary_text(calibration, output))
-    return 0
-
-
-def summary_text(calibration: Calibration, output) -> str:
-    others = ", ".join(f"{name} {auc:.3f}" for name, auc in calibration.auc_by_score.items())
-    return (
-        f"{output}: in sync when {calibration.score} >= {calibration.threshold:.4g} "
-        f"({calibration.num_real} real clips, {calibration.num_swapped} audio-swapped pairs)\n"
-        f"  ROC-AUC {calibration.auc:.3f}, EER {100 * calibration.eer:.1f}%, at the threshold: balanced accuracy "
-        f"{100 * calibration.balanced_accuracy:.1f}%, false alarms {100 * calibration.false_alarm_rate:.1f}%, "
-        f"misses {100 * calibration.miss_rate:.1f}%\n"
-        f"  ROC-AUC of each candidate score: {others}"
-        + ("" if calibration.speaking_threshold is None else
-           f"\n  syncnet speakers: a face speaks when its confidence > {calibration.speaking_threshold:.4g}")
-    )
 
 
 def _sigmoid(x: float) -> float:

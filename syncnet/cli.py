@@ -2,8 +2,9 @@
 
 Each command lives in its module as `configure_parser(parser)` + `run_command(args) -> exit code`,
 imported only when that command runs (TensorFlow takes seconds to import; `syncnet --help` should not).
-Errors a user can cause (bad files, bad options) surface as one line on stderr and a non-zero exit,
-never a traceback.
+Errors a user can cause - our `UserError` (bad files, bad options) and the operating system's
+(a folder that is not there, no permission, a full disk) - surface as one line on stderr and exit
+1. Anything else is a bug in syncnet and keeps its traceback.
 """
 
 import argparse
@@ -11,12 +12,15 @@ import importlib
 import os
 import sys
 
+from . import __version__
+from .errors import UserError, one_line
+
 # command -> (module, one-line help)
 COMMANDS = {
     "score": ("syncnet.scoring", "score videos: audio-video offset, LSE-D, LSE-C, sync probability"),
     "fix": ("syncnet.fixing", "write a copy of a video with its audio shifted into sync"),
     "speakers": ("syncnet.speakers", "tell which face speaks when"),
-    "calibrate": ("syncnet.calibration", "fit the in-sync / tampered threshold on your own real clips"),
+    "calibrate": ("syncnet.calibrating", "fit the in-sync / tampered threshold on your own real clips"),
     "preprocess": ("syncnet.preprocess", "turn raw videos into training shards (face tracks, crops, MFCC)"),
     "train": ("syncnet.train", "train a SyncNet expert on preprocessed shards"),
     "evaluate": ("syncnet.evaluation", "pair ROC-AUC and offset accuracy of an expert on held-out shards"),
@@ -25,13 +29,14 @@ COMMANDS = {
     "monitor": ("syncnet.monitor", "score a live stream or file chunk by chunk"),
 }
 
-# Exceptions that mean "your input or options are wrong", not "syncnet has a bug".
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, TypeError, OSError)
+# Exceptions that mean "your input, options or machine are wrong", not "syncnet has a bug".
+USER_ERRORS = (UserError, OSError)
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="syncnet", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"syncnet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         subparsers.add_parser(name, help=help_text, add_help=False)
@@ -56,12 +61,6 @@ def main(argv=None) -> int:
     except USER_ERRORS as error:
         print(f"syncnet {command}: error: {one_line(error)}", file=sys.stderr)
         return 1
-
-
-def one_line(error: BaseException) -> str:
-    """The first line of an exception's message (TensorFlow's run on for pages)."""
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ import time
 import keras
 import numpy as np
 
-from .models.siamese import SyncNet, build_model, save_model
+from .errors import UserError
+from .loading import save_model
+from .models.siamese import SyncNet, build_model
 
 TORCH_MISSING = "converting needs PyTorch: pip install 'syncnet[convert]' (or: pip install torch==2.13.0)"
 
@@ -102,19 +104,18 @@ def load_syncnet_python_state(path, allow_pickle: bool = False) -> dict[str, np.
         loaded = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as error:  # not a PyTorch file: torch raises UnpicklingError, KeyError, EOFError, ...
         if not allow_pickle and "Unsupported global" in str(error):  # a class reference: a pickled object
-            raise ValueError(
-                f"{path} holds more than tensors (a pickled module?); "
-                "pass --allow-pickle to load it if you trust the file"
+            raise UserError(
+                f"{path} holds more than tensors (a pickled module?); pass --allow-pickle to load it if you trust the file"
             ) from None
-        raise ValueError(f"cannot read {path} as a PyTorch file: {_describe(error)}") from None
+        raise UserError(f"cannot read {path} as a PyTorch file: {_describe(error)}") from None
     if isinstance(loaded, torch.nn.Module):
         loaded = loaded.state_dict()
     if not isinstance(loaded, dict):  # OrderedDict is a dict
-        raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state dict")
+        raise UserError(f"{path} holds a {type(loaded).__name__}, not a state dict")
     state = {}
     for key, value in loaded.items():
         if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{path}: {key} is a {type(value).__name__}, not a tensor")
+            raise UserError(f"{path}: {key} is a {type(value).__name__}, not a tensor")
         state[key] = value.detach().cpu().float().numpy()  # float32 whatever the file's precision
     return state
 
@@ -137,16 +138,18 @@ def keras_weights(state: dict[str, np.ndarray], model: SyncNet) -> dict[str, lis
 
     def take(key: str, expected: tuple) -> np.ndarray:
         if key not in state:
-            raise ValueError(f"missing key {key}")
+            raise UserError(f"missing key {key}")
         if state[key].shape != expected:
-            raise ValueError(f"{key}: expected {expected}, got {state[key].shape}")
+            raise UserError(f"{key}: expected {expected}, got {state[key].shape}")
         used.add(key)
         return state[key]
 
     for module, layer_name in LAYER_MAP:
         layer = layers[layer_name]
         keras_shapes = [tuple(w.shape) for w in layer.weights]
-        if isinstance(layer, keras.layers.Conv2D) and module.startswith("netcnnlip."):  # Conv3d (out, in, kt, kh, kw) -> Conv2D (kh, kw, kt * in, out)
+        if isinstance(layer, keras.layers.Conv2D) and module.startswith(
+            "netcnnlip."
+        ):  # Conv3d (out, in, kt, kh, kw) -> Conv2D (kh, kw, kt * in, out)
             (kh, kw, stacked, out), bias_shape = keras_shapes
             frames = STACKED_FRAMES if module == FIRST_LIP_CONV else 1
             kernel = take(f"{module}.weight", (out, stacked // frames, frames, kh, kw))
@@ -168,7 +171,7 @@ def keras_weights(state: dict[str, np.ndarray], model: SyncNet) -> dict[str, lis
 
     unexpected = [key for key in state if key not in used]
     if unexpected:
-        raise ValueError(f"unexpected key {unexpected[0]}")
+        raise UserError(f"unexpected key {unexpected[0]}")
     return weights
 
 
@@ -179,9 +182,9 @@ def convert_weights(state_dict_path, out_path, allow_pickle: bool = False) -> Sy
     """
     state_dict_path, out_path = os.fspath(state_dict_path), os.fspath(out_path)
     if os.path.exists(out_path) and os.path.exists(state_dict_path) and os.path.samefile(state_dict_path, out_path):
-        raise ValueError(f"refusing to overwrite the input {state_dict_path} with the output")
+        raise UserError(f"refusing to overwrite the input {state_dict_path} with the output")
     if not out_path.endswith(".keras"):
-        raise ValueError(f"the output must be a .keras file, got {out_path}")
+        raise UserError(f"the output must be a .keras file, got {out_path}")
     out_dir = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(out_dir):
         raise FileNotFoundError(f"output folder not found: {out_dir}")
@@ -191,7 +194,7 @@ def convert_weights(state_dict_path, out_path, allow_pickle: bool = False) -> Sy
     try:
         weights = keras_weights(state, model)
     except ValueError as error:
-        raise ValueError(f"{state_dict_path} is not syncnet_python's SyncNetModel: {error}") from None
+        raise UserError(f"{state_dict_path} is not syncnet_python's SyncNetModel: {error}") from None
     for tower in (model.audio_tower, model.visual_tower):
         for layer in tower.layers:
             if layer.name in weights:

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import hyperparameters as hp
+from .errors import UserError
 from .models.siamese import PRESETS
 from .models.towers import LIP_FEATURE_SHAPE
 
@@ -80,7 +81,7 @@ def encode_segment(segment: Segment, preset: str) -> bytes:
     crops = np.ascontiguousarray(segment.crops, np.uint8)
     mfcc = np.ascontiguousarray(segment.mfcc, np.float32)
     if mfcc.shape != (hp.MFCC_NUM_CEPSTRA, hp.MFCC_STEPS_PER_FRAME * len(crops) + MFCC_TAIL):
-        raise ValueError(f"segment of {len(crops)} frames needs MFCC (13, {4 * len(crops) + MFCC_TAIL}), got {mfcc.shape}")
+        raise UserError(f"segment of {len(crops)} frames needs MFCC (13, {4 * len(crops) + MFCC_TAIL}), got {mfcc.shape}")
 
     def ints(values):
         return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
@@ -120,7 +121,7 @@ def crop_shape(preset: str) -> tuple:
     """(H, W, C) of what a preset's shards hold per frame: the crops its model takes, or for `lips`
     its frame encoder's features."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     return CROP_SHAPES[PRESETS[preset]["visual_input"]]
 
 
@@ -160,7 +161,7 @@ def _check_shards(shards, preset) -> tuple:
     """The preset's crop shape, after checking on the first record that the shards hold such crops."""
     shards = [os.fspath(shard) for shard in shards]
     if not shards:
-        raise ValueError("no shards given (run `syncnet preprocess` first)")
+        raise UserError("no shards given (run `syncnet preprocess` first)")
     height, width, channels = crop_shape(preset)
     first = next(iter(tf.data.TFRecordDataset(shards[:1], compression_type=COMPRESSION)), None)
     if first is not None:
@@ -168,7 +169,7 @@ def _check_shards(shards, preset) -> tuple:
         have = tuple(int(d) for d in example["crops_shape"].numpy()[1:])
         if have != (height, width, channels):
             written_for = example["preset"].numpy().decode()
-            raise ValueError(
+            raise UserError(
                 f"{shards[0]} holds {have} crops (preprocessed for preset {written_for!r}); "
                 f"preset {preset!r} takes {(height, width, channels)}"
             )
@@ -190,9 +191,7 @@ def eval_segments(shards, preset: str = "paper"):
         yield segment["crops"], segment["mfcc"]
 
 
-def split_by_speaker(
-    data_dir, val_fraction: float = 0.2, seed: int = hp.SEED, val_speakers=None
-) -> tuple[list[str], list[str]]:
+def split_by_speaker(data_dir, val_fraction: float = 0.2, seed: int = hp.SEED, val_speakers=None) -> tuple[list[str], list[str]]:
     """(train shards, validation shards) with no speaker on both sides; the same split for a seed.
 
     Speakers come from data_dir's manifest.jsonl. A clip labelled "A+B" (two people) ties speakers A
@@ -202,12 +201,12 @@ def split_by_speaker(
     groups holding one of them (a benchmark's fixed held-out people).
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
     videos, groups, group_of = speaker_groups(data_dir)
     if val_speakers is not None:
         unknown = set(val_speakers) - set(group_of)
         if unknown:
-            raise ValueError(f"--val-speakers: no video of {', '.join(sorted(unknown))} in {data_dir}")
+            raise UserError(f"--val-speakers: no video of {', '.join(sorted(unknown))} in {data_dir}")
         chosen = {group_of[name] for name in val_speakers}
         val = [video for key in sorted(chosen) for video in groups[key]]
     else:
@@ -257,7 +256,7 @@ def balanced_shards(data_dir, shards, power: float) -> list[str]:
     speaker with most of the footage (GRID's 50 minutes of one man) otherwise teaches that face and
     voice, not sync."""
     if not 0.0 <= power <= 1.0:
-        raise ValueError(f"speaker balance must be in [0, 1], got {power}")
+        raise UserError(f"speaker balance must be in [0, 1], got {power}")
     if power == 0 or not shards:
         return [os.fspath(shard) for shard in shards]
     videos, groups, _ = speaker_groups(data_dir)
@@ -304,12 +303,10 @@ def make_pair_dataset(
     the last batch may be short.
     """
     if not 0.0 <= hard_negative_fraction <= 1.0:
-        raise ValueError(f"hard_negative_fraction must be in [0, 1], got {hard_negative_fraction}")
+        raise UserError(f"hard_negative_fraction must be in [0, 1], got {hard_negative_fraction}")
     if min_shift < 1:
-        raise ValueError(f"min_shift must be >= 1 frame, got {min_shift}")
-    windows = _shuffled_windows(
-        shards, preset, seed, repeat, lambda segment, index: _cut_windows(segment, seed, index, min_shift)
-    )
+        raise UserError(f"min_shift must be >= 1 frame, got {min_shift}")
+    windows = _shuffled_windows(shards, preset, seed, repeat, lambda segment, index: _cut_windows(segment, seed, index, min_shift))
     pairs = (
         windows.batch(PAIR_POOL, drop_remainder=repeat)  # static pool shapes keep TF's cost model quiet
         .enumerate()
@@ -343,9 +340,9 @@ def make_offset_dataset(
     each audio window is embedded once, not once per candidate. A segment gives back-to-back groups
     from a random first frame; one shorter than k + 4 frames gives none."""
     if max_shift < 1:
-        raise ValueError(f"max_shift must be >= 1 frame, got {max_shift}")
+        raise UserError(f"max_shift must be >= 1 frame, got {max_shift}")
     if not 2 <= group_size <= 2 * max_shift + 1:
-        raise ValueError(f"group_size must be in 2..{2 * max_shift + 1} (distinct windows within the offset search), got {group_size}")
+        raise UserError(f"group_size must be in 2..{2 * max_shift + 1} (distinct windows within the offset search), got {group_size}")
     groups = _shuffled_windows(
         shards, preset, seed, repeat, lambda segment, index: _cut_groups(segment, seed, index, group_size, max_shift), group_size
     )

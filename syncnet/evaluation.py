@@ -19,7 +19,9 @@ import numpy as np
 from . import data
 from . import hyperparameters as hp
 from .calibration import roc_auc
-from .models.siamese import SyncNet, load_model
+from .errors import UserError
+from .loading import load_model
+from .models.siamese import SyncNet
 
 PAIR_BATCH = 64
 
@@ -37,9 +39,7 @@ def window_embeddings(model: SyncNet, crops: np.ndarray, mfcc: np.ndarray, batch
     for start in range(0, count, batch):
         idx = np.arange(start, min(start + batch, count))
         windows = np.stack([crops[i : i + hp.WINDOW_FRAMES] for i in idx]).astype(np.float32)
-        steps = np.stack(
-            [mfcc[:, 4 * i : 4 * i + hp.WINDOW_MFCC_STEPS] for i in idx]
-        ).astype(np.float32)
+        steps = np.stack([mfcc[:, 4 * i : 4 * i + hp.WINDOW_MFCC_STEPS] for i in idx]).astype(np.float32)
         frames.append(model.embed_features(windows).numpy())
         audio.append(model.embed_audio(steps).numpy())
     return np.concatenate(frames), np.concatenate(audio)
@@ -69,9 +69,7 @@ def offset_accuracy(model: SyncNet, segments, vshift: int = hp.VSHIFT, averages=
             if len(curves) < k:
                 continue
             kernel = np.ones(k) / k
-            averaged = np.stack(
-                [np.convolve(curves[:, j], kernel, mode="valid") for j in range(curves.shape[1])], axis=1
-            )
+            averaged = np.stack([np.convolve(curves[:, j], kernel, mode="valid") for j in range(curves.shape[1])], axis=1)
             best = np.argmin(averaged, axis=1) - vshift
             hits[k] += int(np.sum(np.abs(best) <= tolerance))
             totals[k] += len(best)
@@ -80,9 +78,7 @@ def offset_accuracy(model: SyncNet, segments, vshift: int = hp.VSHIFT, averages=
 
 def pair_metrics(model: SyncNet, shards, seed: int = hp.SEED) -> dict:
     """ROC-AUC and accuracy (P > 0.5) of the head on one seeded pass of in-order / shuffled pairs."""
-    pairs = data.make_pair_dataset(
-        shards, model.preset, PAIR_BATCH, seed=seed, hard_negative_fraction=0.0, augment=False, repeat=False
-    )
+    pairs = data.make_pair_dataset(shards, model.preset, PAIR_BATCH, seed=seed, hard_negative_fraction=0.0, augment=False, repeat=False)
     probabilities, labels = [], []
     for inputs, label in pairs:
         probabilities.append(model(inputs, training=False)["probability"].numpy())
@@ -104,9 +100,11 @@ def evaluate(model: SyncNet, shards, vshift: int = hp.VSHIFT, seed: int = hp.SEE
 def configure_parser(parser):
     parser.add_argument("data_dir", help="folder of shards made by `syncnet preprocess`")
     parser.add_argument("--model", default=None, help="the .keras SyncNet (default: the shipped expert)")
-    parser.add_argument("--val-speakers", type=lambda text: [name for name in text.split(",") if name],
-                        help="evaluate only these speakers' shards (and whoever shares a clip with them); "
-                             "default: every shard")
+    parser.add_argument(
+        "--val-speakers",
+        type=lambda text: [name for name in text.split(",") if name],
+        help="evaluate only these speakers' shards (and whoever shares a clip with them); default: every shard",
+    )
     parser.add_argument("--vshift", type=int, default=hp.VSHIFT)
     parser.add_argument("--seed", type=int, default=hp.SEED, help="draws the shuffled pairs")
 
@@ -116,7 +114,7 @@ def run_command(args) -> int:
     if args.val_speakers:
         _, shards = data.split_by_speaker(args.data_dir, val_speakers=args.val_speakers)
     if not shards:
-        raise ValueError(f"no shards in {args.data_dir} (run `syncnet preprocess` first)")
+        raise UserError(f"no shards in {args.data_dir} (run `syncnet preprocess` first)")
     figures = evaluate(load_model(args.model), shards, args.vshift, args.seed)
     # a figure with nothing to measure (no pair of one label, no segment long enough) is NaN: null in JSON
     print(json.dumps({k: (round(v, 4) if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in figures.items()}))

@@ -43,15 +43,16 @@ import contextlib
 import functools
 import importlib.util
 import queue
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image
 
 from . import hyperparameters as hp
 from .background import ReadAhead
+from .errors import UserError
 
 MAX_UPSCALE = 2  # small videos are enlarged up to 2x: a 40 px face then fills the HOG detector's 80 px window
 ROI_FACE_SIZE = 100  # px: a tracked face is searched for at this size, a little above the window
@@ -66,9 +67,11 @@ START_SCORE = 0.3
 # over 13-25 frames of them, and the region a face is searched for in the next frames.
 LANDMARK_EVERY = 2
 # A tracked face is looked for near its place every this many frames of its track; between, its box
-# is carried. 3 ms a frame per face saved on 4 of 5 frames; bench/bench_scoring.py measures it,
-# tests/test_reference_scores.py bounds what it moves.
-DETECT_EVERY = 5
+# is carried (bench/bench_scoring.py measures the saving, tests/test_reference_scores.py bounds what
+# it moves). On the 14 held-out calibration clips, the shipped expert's real vs audio-swapped ROC-AUC
+# was 0.932 detecting on every frame, 0.937 every 3rd and 0.903 every 5th: the carried boxes' crops
+# drift enough by then to blur the weakest clips.
+DETECT_EVERY = 3
 # Pearson correlation between a carried box's 24 x 24 thumbnail and the one at the last detection
 # below which the detector runs at once. Within a shot the shared clips' talking faces stay above
 # 0.9 over 5 frames (speech moves the mouth, a small part of the box); a face flipped or covered,
@@ -207,8 +210,9 @@ def find_face_tracks(
     whole_frame_saw_small_face = False  # in the last whole-frame detection
     # The look-over (decoding, cuts, whole-frame detections) runs a few frames ahead in a thread;
     # dlib's detector lets go of the GIL, so on 2 cores it overlaps the following below.
-    looked_over = ReadAhead(_look_over(frames, scale, (redetect_every, rescan_every), cut_threshold),
-                            depth=READ_AHEAD_FRAMES, name="syncnet-faces")
+    looked_over = ReadAhead(
+        _look_over(frames, scale, (redetect_every, rescan_every), cut_threshold), depth=READ_AHEAD_FRAMES, name="syncnet-faces"
+    )
     with _face_detector() as detector, looked_over:
         for frame in looked_over:
             index, gray, whole_frame_boxes = frame.index, frame.gray, frame.whole_frame_boxes
@@ -243,7 +247,9 @@ def find_face_tracks(
                     if owner is not None and _iou(box, owner.last_box) > TRACK_IOU:
                         owner.add(index, box, gray)
                         missing.remove(owner)
-                    elif box[4] >= START_SCORE and not any(_contains(track.last_box, _centre(box)) for track in active if track.last_frame == index):
+                    elif box[4] >= START_SCORE and not any(
+                        _contains(track.last_box, _centre(box)) for track in active if track.last_frame == index
+                    ):
                         track = _Track(detect_every)
                         track.add(index, box, gray)
                         tracks.append(track)
@@ -320,7 +326,7 @@ def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str
     elif kind == "lips":
         boxes = {track.track_id: track.lip_boxes() for track in tracks}
     else:
-        raise ValueError(f"crop kind must be 'mouth', 'face' or 'lips', not {kind!r}")
+        raise UserError(f"crop kind must be 'mouth', 'face' or 'lips', not {kind!r}")
     last_frame = max((track.end for track in tracks), default=0)
     for index, frame in enumerate(frames):
         if index >= last_frame:
@@ -332,7 +338,7 @@ def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str
                 if kind == "mouth":
                     crops[track.track_id] = _resized(_crop(frame, box, fill=0), hp.MOUTH_CROP_SIZE, grayscale=True)
                 elif frame.ndim != 3:
-                    raise ValueError(f"frame {index}: {kind} crops are RGB and need RGB (H, W, 3) frames, got {frame.shape}")
+                    raise UserError(f"frame {index}: {kind} crops are RGB and need RGB (H, W, 3) frames, got {frame.shape}")
                 elif kind == "face":
                     crops[track.track_id] = _resized(_crop(frame, box, fill=FACE_PAD_VALUE), hp.FACE_CROP_SIZE)
                 else:
@@ -579,9 +585,11 @@ def _syncnet_crop_boxes(face_boxes: np.ndarray) -> np.ndarray:
 def _checked_frame(frame, index: int, expected_shape) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or not (frame.ndim == 2 or frame.ndim == 3 and frame.shape[2] == 3):
-        raise ValueError(f"frame {index}: expected an RGB uint8 (H, W, 3) or grayscale (H, W) array, got {frame.dtype} {frame.shape}")
+        raise UserError(f"frame {index}: expected an RGB uint8 (H, W, 3) or grayscale (H, W) array, got {frame.dtype} {frame.shape}")
     if expected_shape is not None and frame.shape != expected_shape:
-        raise ValueError(f"frame {index}: size {frame.shape[1]}x{frame.shape[0]} differs from the earlier frames' {expected_shape[1]}x{expected_shape[0]}")
+        raise UserError(
+            f"frame {index}: size {frame.shape[1]}x{frame.shape[0]} differs from the earlier frames' {expected_shape[1]}x{expected_shape[0]}"
+        )
     return np.ascontiguousarray(frame)
 
 

@@ -19,6 +19,7 @@ import av
 import numpy as np
 
 from . import hyperparameters as hp
+from .errors import UserError
 from .files import atomic_output, check_writable
 from .video import MediaError
 
@@ -39,7 +40,7 @@ def fix_video(video, output, *, offset: int | None = None, model=None, vshift: i
 
         result = score_video(video, model, vshift=vshift)
         if result.status != "ok":
-            raise ValueError(result.error)
+            raise UserError(result.error)
         offset = result.offset_frames
     shift_audio(video, output, offset)
     return offset
@@ -51,9 +52,9 @@ def check_output(video, output):
     if not video.is_file():
         raise MediaError(f"{video}: no such file")
     if output.suffix.lower() != video.suffix.lower():
-        raise ValueError(f"{output}: keep the input's container ({video.suffix or 'no suffix'})")
+        raise UserError(f"{output}: keep the input's container ({video.suffix or 'no suffix'})")
     if output.resolve() == video.resolve() or (output.exists() and os.path.samefile(output, video)):
-        raise ValueError(f"{output}: is the input video; write the fixed copy to another file")
+        raise UserError(f"{output}: is the input video; write the fixed copy to another file")
     check_writable(output)
 
 
@@ -165,14 +166,18 @@ class _AudioShifter:
 def configure_parser(parser):
     parser.add_argument("video", metavar="VIDEO")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="the fixed copy (same container type)")
-    parser.add_argument("--offset", type=int, default=None, metavar="N",
-                        help="delay the audio N frames (< 0: advance it); default: detect it with `syncnet score`")
+    parser.add_argument(
+        "--offset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="delay the audio N frames (< 0: advance it); default: detect it with `syncnet score`",
+    )
     parser.add_argument("--model", default=None, metavar="NAME_OR_PATH", help="model for the detection (default: the shipped expert)")
     parser.add_argument("--vshift", type=int, default=hp.VSHIFT, help="search offsets -N..N frames when detecting (default %(default)s)")
 
 
 def run_command(args) -> int:
     offset = fix_video(args.video, args.output, offset=args.offset, model=args.model, vshift=args.vshift)
-    print(f"{args.output}: audio {'delayed' if offset >= 0 else 'advanced'} by {abs(offset)} frames "
-          f"({abs(offset) / hp.VIDEO_FPS:.2f} s)")
+    print(f"{args.output}: audio {'delayed' if offset >= 0 else 'advanced'} by {abs(offset)} frames ({abs(offset) / hp.VIDEO_FPS:.2f} s)")
     return 0

@@ -28,13 +28,14 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
 
 import numpy as np
 
 from . import hyperparameters as hp
 from .background import ReadAhead
+from .errors import UserError
 
 DEFAULT_CHUNK_SECONDS = 4.0
 DEFAULT_TIMEOUT = 10.0  # s without data before a stream counts as stalled
@@ -53,14 +54,13 @@ SILENT = "silent"
 NOT_SCORED = "not scored"  # no face, too short, ...: `error` says why
 
 
-class StreamError(ValueError):
+class StreamError(UserError):
     """The source cannot be read (any more): one line, for the user."""
 
 
 @dataclass(eq=False)
 class Chunk:
-    """A stretch of the stream in memory, with what `scoring.score_media` reads: path, audio,
-    num_frames, frames()."""
+    """A stretch of the stream in memory: a video.MediaLike, what `scoring.score_media` reads."""
 
     path: str  # a name for messages: the source and the stretch
     start: float  # stream seconds of the first frame, from the first frame the monitor saw
@@ -68,6 +68,7 @@ class Chunk:
     audio: np.ndarray = field(repr=False)  # 16 kHz mono float32, sample 0 at the first frame
     received: float = 0.0  # time.monotonic() when the chunk was complete
     live: bool = False  # from a live stream (one with no known duration)
+    warnings: tuple[str, ...] = ()
 
     @property
     def num_frames(self) -> int:
@@ -86,8 +87,14 @@ class Chunk:
 # --- Reading ----------------------------------------------------------------------------------
 
 
-def read_chunks(source: str, chunk_seconds: float = DEFAULT_CHUNK_SECONDS, *, timeout: float = DEFAULT_TIMEOUT,
-                retries: int = DEFAULT_RETRIES, on_retry=None) -> Iterator[Chunk]:
+def read_chunks(
+    source: str,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    retries: int = DEFAULT_RETRIES,
+    on_retry=None,
+) -> Iterator[Chunk]:
     """Chunks of `source` as they arrive, across reconnections.
 
     A local file is read once: its end is the end, an error in it is final. A URL that fails to
@@ -96,7 +103,7 @@ def read_chunks(source: str, chunk_seconds: float = DEFAULT_CHUNK_SECONDS, *, ti
     hears about every reconnection. See `_Clock` for how a reconnected stream's time follows on.
     """
     if chunk_seconds < 1:
-        raise ValueError(f"--chunk must be at least 1 second, got {chunk_seconds}")
+        raise UserError(f"--chunk must be at least 1 second, got {chunk_seconds}")
     chunk_frames = round(chunk_seconds * hp.VIDEO_FPS)
     is_file = "://" not in source
     clock, failures, last_received = _Clock(), 0, time.monotonic()
@@ -307,8 +314,10 @@ class ChunkReport:
         if self.offset_frames is None:
             numbers = f"{'':44}"
         else:
-            numbers = (f"offset {self.offset_frames:+3d} frames ({self.offset_ms:+5.0f} ms)  "
-                       f"LSE-D {self.min_dist:5.2f}  LSE-C {self.confidence:5.2f}")
+            numbers = (
+                f"offset {self.offset_frames:+3d} frames ({self.offset_ms:+5.0f} ms)  "
+                f"LSE-D {self.min_dist:5.2f}  LSE-C {self.confidence:5.2f}"
+            )
         rolling = "-" if self.rolling_offset_frames is None else f"{self.rolling_offset_frames:+d}"
         line = f"{where}  {numbers}  {self.verdict:<14}  rolling {rolling:>3}  lag {self.lag:4.1f} s"
         return line + (f"  ({self.error})" if self.error else "")
@@ -333,10 +342,12 @@ class RollingOffset:
         return int(offsets[int(np.searchsorted(cumulative, cumulative[-1] / 2))])
 
 
-def score_chunk(chunk: Chunk, index: int, model, rolling: RollingOffset, *, vshift: int = hp.VSHIFT,
-                min_confidence: float | None = None) -> ChunkReport:
+def score_chunk(
+    chunk: Chunk, index: int, model, rolling: RollingOffset, *, vshift: int = hp.VSHIFT, min_confidence: float | None = None
+) -> ChunkReport:
     """Score one chunk as `syncnet score` scores a file, give it a verdict, feed the rolling offset."""
-    from .scoring import IN_SYNC_MAX_OFFSET, IN_SYNC_MIN_CONFIDENCE, score_media
+    from .offsets import IN_SYNC_MAX_OFFSET, IN_SYNC_MIN_CONFIDENCE
+    from .scoring import score_media
     from .video import is_silent
 
     min_confidence = IN_SYNC_MIN_CONFIDENCE if min_confidence is None else min_confidence
@@ -390,12 +401,16 @@ def summary(reports: list, *, dropped: int, wall_seconds: float, interrupted: bo
 def summary_line(numbers: dict) -> str:
     counts = ", ".join(f"{count} {verdict}" for verdict, count in numbers["verdicts"].items() if count)
     rolling = numbers["rolling_offset_frames"]
-    line = (f"summary: {numbers['chunks']} chunks, {numbers['stream_seconds']:.1f} s of stream"
-            f"{' (interrupted)' if numbers['interrupted'] else ''}: {counts or 'nothing scored'}; "
-            f"offset {'unknown' if rolling is None else f'{rolling:+d} frames ({1000 * rolling / hp.VIDEO_FPS:+.0f} ms)'}")
+    line = (
+        f"summary: {numbers['chunks']} chunks, {numbers['stream_seconds']:.1f} s of stream"
+        f"{' (interrupted)' if numbers['interrupted'] else ''}: {counts or 'nothing scored'}; "
+        f"offset {'unknown' if rolling is None else f'{rolling:+d} frames ({1000 * rolling / hp.VIDEO_FPS:+.0f} ms)'}"
+    )
     if numbers["chunks"]:
-        line += (f"; lag mean {numbers['mean_lag']:.1f} s, max {numbers['max_lag']:.1f} s; "
-                 f"scoring takes {numbers['real_time_factor']:.2f} x real time")
+        line += (
+            f"; lag mean {numbers['mean_lag']:.1f} s, max {numbers['max_lag']:.1f} s; "
+            f"scoring takes {numbers['real_time_factor']:.2f} x real time"
+        )
     if numbers["dropped"]:
         line += f"; {numbers['dropped']} chunks skipped to keep up"
     return line
@@ -410,11 +425,19 @@ def configure_parser(parser):
     parser.add_argument("--json", action="store_true", help="one JSON object per chunk, and a summary object, on stdout")
     parser.add_argument("--model", default=None, metavar="NAME_OR_PATH", help="a .keras SyncNet (default: the shipped expert)")
     parser.add_argument("--vshift", type=int, default=hp.VSHIFT, help="search offsets -N..N frames (default %(default)s)")
-    parser.add_argument("--min-confidence", type=float, default=None,
-                        help="LSE-C a chunk needs for its offset to count (default: scoring's in-sync threshold)")
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        default=None,
+        help="LSE-C a chunk needs for its offset to count (default: scoring's in-sync threshold)",
+    )
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="reliable chunks in the rolling offset (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds without data before reconnecting (default %(default)s)")
-    parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES, help="reconnections in a row before giving up (default %(default)s)")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds without data before reconnecting (default %(default)s)"
+    )
+    parser.add_argument(
+        "--retries", type=int, default=DEFAULT_RETRIES, help="reconnections in a row before giving up (default %(default)s)"
+    )
 
 
 @contextlib.contextmanager
@@ -445,10 +468,10 @@ def stop_on_interrupt(chunks: ReadAhead):
 
 
 def run_command(args) -> int:
-    from .models.siamese import load_model
+    from .loading import load_model
 
     if args.window < 1 or args.retries < 0 or args.timeout <= 0:
-        raise ValueError("--window must be >= 1, --retries >= 0 and --timeout > 0")
+        raise UserError("--window must be >= 1, --retries >= 0 and --timeout > 0")
 
     def emit(text):
         print(text, flush=True)

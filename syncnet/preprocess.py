@@ -36,9 +36,9 @@ import shlex
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -47,13 +47,16 @@ from tqdm import tqdm
 from . import hyperparameters as hp
 from .audio import mfcc_in_chunks
 from .data import COMPRESSION, MANIFEST, MFCC_TAIL, Segment, crop_shape, encode_segment, holds_pixels, read_manifest
-from .faces import crop_tracks, find_face_tracks, frames_to_crop
-from .models.lip_encoder import VVADLRS3_INSTALL, vvadlrs3_weights_path
-from .models.siamese import PRESETS, build_model, load_model
-from .models.towers import lip_feature_codes
-from .scoring import IN_SYNC_MAX_OFFSET, VIDEO_SUFFIXES, compiled_towers, score_windows
+from .embedding import compiled_towers
+from .errors import UserError
 from .evaluation import window_embeddings
-from .video import Media, MediaError, is_silent, load_media
+from .faces import crop_tracks, find_face_tracks, frames_to_crop
+from .loading import load_model
+from .models.lip_encoder import VVADLRS3_INSTALL, vvadlrs3_weights_path
+from .models.siamese import PRESETS, build_model
+from .models.towers import lip_feature_codes
+from .offsets import IN_SYNC_MAX_OFFSET, score_windows, search_offset
+from .video import VIDEO_SUFFIXES, Media, MediaError, is_silent, load_media
 
 MAX_SEGMENT_FRAMES = 250  # 10 s: longer tracks are split evenly, so no example gets huge
 SAMPLES_PER_FRAME = hp.AUDIO_SAMPLE_RATE // hp.VIDEO_FPS  # 640
@@ -185,16 +188,15 @@ class SyncFilter:
     def keeps(self, segment: Segment) -> bool:
         model = _load_filter_model(self.model)
         if model.feature_shape[1:] != segment.crops.shape[1:]:
-            raise ValueError(f"--model {self.model} reads {model.feature_shape[1:]} per frame, the preset's shards hold {segment.crops.shape[1:]}")
+            raise UserError(
+                f"--model {self.model} reads {model.feature_shape[1:]} per frame, the preset's shards hold {segment.crops.shape[1:]}"
+            )
         frame_embeddings, audio_embeddings = window_embeddings(model, segment.crops, segment.mfcc)
         vshift = min(hp.VSHIFT, len(frame_embeddings) - 1)
         if vshift < 1:
             return False  # too short to tell an offset
-        # syncnet_python's evaluate(): offset and confidence of the mean distance curve
-        mean_distance = score_windows(frame_embeddings, audio_embeddings, vshift).mean(axis=0)
-        best = int(np.argmin(mean_distance))
-        confidence = float(np.median(mean_distance) - mean_distance[best])
-        return confidence >= self.min_confidence and abs(vshift - best) <= self.max_offset
+        search = search_offset(score_windows(frame_embeddings, audio_embeddings, vshift))
+        return search.confidence >= self.min_confidence and abs(search.offset) <= self.max_offset
 
 
 _load_filter_model = functools.cache(load_model)  # once per worker process
@@ -221,8 +223,20 @@ class Job:
 def process_job(job: Job) -> dict:
     """Preprocess one video into its shard; returns its manifest line. Never raises for a bad video."""
     began = time.monotonic()
-    entry = {"video": job.video, "clip": job.clip, "speaker": job.speaker, "preset": job.preset, "status": "ok", "reason": None,
-             "frames": 0, "tracks": 0, "segments": 0, "track_frames": 0, "filtered": 0, "shard": None}
+    entry = {
+        "video": job.video,
+        "clip": job.clip,
+        "speaker": job.speaker,
+        "preset": job.preset,
+        "status": "ok",
+        "reason": None,
+        "frames": 0,
+        "tracks": 0,
+        "segments": 0,
+        "track_frames": 0,
+        "filtered": 0,
+        "shard": None,
+    }
     final = os.path.join(job.output_dir, job.shard)
     temporary = os.path.join(job.output_dir, f".{job.shard}.tmp")
     try:
@@ -290,7 +304,7 @@ def read_speakers(tsv) -> dict[str, str]:
     with open(tsv, newline="") as handle:
         rows = csv.DictReader(handle, delimiter="\t")
         if not {"file", "speakers"} <= set(rows.fieldnames or ()):
-            raise ValueError(f"{tsv}: needs tab-separated columns 'file' and 'speakers', has {rows.fieldnames}")
+            raise UserError(f"{tsv}: needs tab-separated columns 'file' and 'speakers', has {rows.fieldnames}")
         return {Path(row["file"]).name: row["speakers"] for row in rows if row["speakers"]}
 
 
@@ -305,7 +319,7 @@ def plan_jobs(input_dir, output_dir, preset="paper", speakers=None, sync_filter=
     done = read_manifest(output_dir)
     other_presets = {entry["preset"] for entry in done.values() if entry["status"] == "ok"} - {preset}
     if other_presets:
-        raise ValueError(f"{output_dir} holds shards for preset {other_presets.pop()!r}; use another folder for {preset!r}")
+        raise UserError(f"{output_dir} holds shards for preset {other_presets.pop()!r}; use another folder for {preset!r}")
     claimed = {entry["shard"] for entry in done.values() if entry["status"] == "ok"}
     for leftover in [*output_dir.glob(".shard-*.tmp"), *output_dir.glob("shard-*.tfrecord.gz")]:
         if leftover.name not in claimed:
@@ -323,8 +337,19 @@ def plan_jobs(input_dir, output_dir, preset="paper", speakers=None, sync_filter=
         in_vidtimit_layout = path.is_dir() and path.parent.name == "video"
         folder = path.parent.parent if in_vidtimit_layout else path.parent
         speaker = (speakers or {}).get(path.name) or (folder.name if folder != root else clip)
-        jobs.append(Job(video, str(path), None if audio_path is None else str(audio_path), clip, speaker,
-                        SHARD_NAME.format(next_number), preset, str(output_dir), sync_filter))
+        jobs.append(
+            Job(
+                video,
+                str(path),
+                None if audio_path is None else str(audio_path),
+                clip,
+                speaker,
+                SHARD_NAME.format(next_number),
+                preset,
+                str(output_dir),
+                sync_filter,
+            )
+        )
         next_number += 1
     return jobs
 
@@ -359,8 +384,16 @@ def run_local(jobs: list[Job], output_dir, workers: int = 1, progress: bool = Tr
                         record(future.result())
                     except concurrent.futures.process.BrokenProcessPool:
                         job = futures[future]
-                        record({"video": job.video, "clip": job.clip, "speaker": job.speaker, "preset": job.preset,
-                                "status": "error", "reason": "a worker process died (out of memory or a crash in a decoder)"})
+                        record(
+                            {
+                                "video": job.video,
+                                "clip": job.clip,
+                                "speaker": job.speaker,
+                                "preset": job.preset,
+                                "status": "error",
+                                "reason": "a worker process died (out of memory or a crash in a decoder)",
+                            }
+                        )
             finally:
                 executor.shutdown(wait=True, cancel_futures=True)
     bar.close()
@@ -382,10 +415,10 @@ def run_beam_pipeline(inputs: list[Job], output_dir, preset: str = "paper", pipe
         import apache_beam as beam
         from apache_beam.options.pipeline_options import PipelineOptions
     except ImportError as error:
-        raise ValueError("--runner beam needs Apache Beam: pip install 'syncnet[beam]'") from error
+        raise UserError("--runner beam needs Apache Beam: pip install 'syncnet[beam]'") from error
 
     if any(job.preset != preset for job in inputs):
-        raise ValueError(f"every job must be for preset {preset!r}")
+        raise UserError(f"every job must be for preset {preset!r}")
     prefix = os.path.join(os.fspath(output_dir), ".beam-manifest")
     with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
         _ = (
@@ -431,8 +464,9 @@ def _reason_kind(reason: str) -> str:
     return re.sub(r"\s*\(.*", "", re.sub(r"\d+(\.\d+)?", "N", reason or "")).strip()
 
 
-def preprocess_folder(input_dir, output_dir, preset="paper", *, workers=1, speakers=None, sync_filter=None,
-                      runner="local", beam_args=(), progress=True) -> dict:
+def preprocess_folder(
+    input_dir, output_dir, preset="paper", *, workers=1, speakers=None, sync_filter=None, runner="local", beam_args=(), progress=True
+) -> dict:
     """Preprocess every video under input_dir that output_dir lacks; returns the summary."""
     jobs = plan_jobs(input_dir, output_dir, preset, speakers, sync_filter)  # checks the inputs before writing anything
     Path(output_dir).mkdir(parents=True, exist_ok=True)
@@ -442,7 +476,7 @@ def preprocess_folder(input_dir, output_dir, preset="paper", *, workers=1, speak
     elif runner == "local":
         run_local(jobs, output_dir, workers, progress)
     else:
-        raise ValueError(f"--runner must be 'local' or 'beam', got {runner!r}")
+        raise UserError(f"--runner must be 'local' or 'beam', got {runner!r}")
     summary = write_summary(output_dir)
     summary["new_videos"] = len(jobs)
     return summary
@@ -454,38 +488,61 @@ def preprocess_folder(input_dir, output_dir, preset="paper", *, workers=1, speak
 def configure_parser(parser):
     parser.add_argument("input_dir", help="folder searched recursively for videos (and VidTIMIT frame folders)")
     parser.add_argument("output_dir", help="folder for the shards, manifest.jsonl and summary.json")
-    parser.add_argument("--preset", default="paper", choices=tuple(PRESETS),
-                        help="whose crops: paper/tiny 112 px grayscale mouths, syncnet_v2 224 px RGB faces, "
-                             "lips vvadlrs3's features of 50 x 100 RGB lip crops (needs: "
-                             f"{VVADLRS3_INSTALL})")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="videos processed at once, each in its own process (default: one per CPU)")
+    parser.add_argument(
+        "--preset",
+        default="paper",
+        choices=tuple(PRESETS),
+        help="whose crops: paper/tiny 112 px grayscale mouths, syncnet_v2 224 px RGB faces, "
+        "lips vvadlrs3's features of 50 x 100 RGB lip crops (needs: "
+        f"{VVADLRS3_INSTALL})",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="videos processed at once, each in its own process (default: one per CPU)"
+    )
     parser.add_argument("--manifest", help="TSV with columns 'file' and 'speakers' giving each video's speaker id(s)")
-    parser.add_argument("--min-confidence", type=float,
-                        help="keep only segments a model finds in sync with at least this LSE-C (needs --model)")
+    parser.add_argument(
+        "--min-confidence", type=float, help="keep only segments a model finds in sync with at least this LSE-C (needs --model)"
+    )
     parser.add_argument("--model", help="the model for --min-confidence (.keras file or 'default')")
-    parser.add_argument("--max-offset", type=int, default=IN_SYNC_MAX_OFFSET,
-                        help="with --min-confidence: also drop segments whose offset is further off (frames)")
-    parser.add_argument("--runner", default="local", choices=("local", "beam"),
-                        help="beam: run as an Apache Beam pipeline (pip install 'syncnet[beam]')")
-    parser.add_argument("--beam-args", default="", type=shlex.split,
-                        help='pipeline options for --runner beam, in one string after "=": '
-                             '--beam-args="--runner=DataflowRunner --project=P --region=R"')
+    parser.add_argument(
+        "--max-offset",
+        type=int,
+        default=IN_SYNC_MAX_OFFSET,
+        help="with --min-confidence: also drop segments whose offset is further off (frames)",
+    )
+    parser.add_argument(
+        "--runner", default="local", choices=("local", "beam"), help="beam: run as an Apache Beam pipeline (pip install 'syncnet[beam]')"
+    )
+    parser.add_argument(
+        "--beam-args",
+        default="",
+        type=shlex.split,
+        help='pipeline options for --runner beam, in one string after "=": --beam-args="--runner=DataflowRunner --project=P --region=R"',
+    )
     parser.add_argument("--no-progress", action="store_false", dest="progress")
 
 
 def run_command(args) -> int:
     if (args.min_confidence is None) != (args.model is None):
-        raise ValueError("--min-confidence and --model go together")
+        raise UserError("--min-confidence and --model go together")
     if args.beam_args and args.runner != "beam":
-        raise ValueError("--beam-args is for --runner beam")
+        raise UserError("--beam-args is for --runner beam")
     if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
     sync_filter = None if args.model is None else SyncFilter(args.model, args.min_confidence, args.max_offset)
     speakers = read_speakers(args.manifest) if args.manifest else None
     began = time.monotonic()
-    summary = preprocess_folder(args.input_dir, args.output_dir, args.preset, workers=args.workers, speakers=speakers,
-                                sync_filter=sync_filter, runner=args.runner, beam_args=args.beam_args, progress=args.progress)
+    summary = preprocess_folder(
+        args.input_dir,
+        args.output_dir,
+        args.preset,
+        workers=args.workers,
+        speakers=speakers,
+        sync_filter=sync_filter,
+        runner=args.runner,
+        beam_args=args.beam_args,
+        progress=args.progress,
+    )
     print(summary_text(summary, args.output_dir, time.monotonic() - began))
     return 0 if not summary["errors"] else 1
 

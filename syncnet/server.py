@@ -37,6 +37,8 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
+from .errors import UserError
+
 PLOTS_KEPT = 32  # finished jobs whose plot stays fetchable (about 50 KB each)
 UPLOAD_FIELDS = ("video", "audio")
 NAME_SHOWN_MAX = 200  # characters of the client's file name echoed back
@@ -75,9 +77,9 @@ class ScoringService:
 
     def __init__(self, model, model_name: str, *, max_upload_bytes: int, queue: int):
         if queue < 1:
-            raise ValueError(f"--queue must be at least 1, got {queue}")
+            raise UserError(f"--queue must be at least 1, got {queue}")
         if max_upload_bytes < 1:
-            raise ValueError("--max-upload-mb must be positive")
+            raise UserError("--max-upload-mb must be positive")
         self.model = model
         self.model_name = model_name
         self.max_upload_bytes = max_upload_bytes
@@ -103,8 +105,11 @@ class ScoringService:
         """Receive, check and score one upload: (HTTP status, JSON body). Raises Rejected."""
         if self.jobs >= self.queue:
             wait = self.retry_after()
-            raise Rejected(429, f"busy: {self.jobs} uploads are being handled (--queue {self.queue}); retry in {wait} s",
-                           headers={"Retry-After": str(wait)})
+            raise Rejected(
+                429,
+                f"busy: {self.jobs} uploads are being handled (--queue {self.queue}); retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
         self.jobs += 1
         began = time.monotonic()
         job_id = uuid.uuid4().hex
@@ -264,7 +269,7 @@ def create_app(service: ScoringService):
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException
 
-    from .cli import one_line
+    from .errors import one_line
 
     @asynccontextmanager
     async def lifespan(app):
@@ -326,16 +331,19 @@ def configure_parser(parser):
     parser.add_argument("--port", type=int, default=8000, help="default %(default)s")
     parser.add_argument("--model", default=None, metavar="NAME_OR_PATH", help="a .keras SyncNet (default: the shipped expert)")
     parser.add_argument("--max-upload-mb", type=float, default=200, help="largest request body, MB (default %(default)s)")
-    parser.add_argument("--queue", type=int, default=4,
-                        help="uploads handled at once (receiving, waiting or scoring); more get 429 (default %(default)s)")
+    parser.add_argument(
+        "--queue", type=int, default=4, help="uploads handled at once (receiving, waiting or scoring); more get 429 (default %(default)s)"
+    )
 
 
 def run_command(args) -> int:
     try:
-        import fastapi, python_multipart, uvicorn  # noqa: F401  (the `serve` extra)
+        import fastapi  # noqa: F401  (the `serve` extra)
+        import python_multipart  # noqa: F401
+        import uvicorn  # noqa: F401
     except ImportError:
-        raise ValueError("syncnet serve needs the `serve` extra: pip install 'syncnet[serve]'") from None
-    from .models.siamese import load_model
+        raise UserError("syncnet serve needs the `serve` extra: pip install 'syncnet[serve]'") from None
+    from .loading import load_model
 
     model = load_model(args.model)  # once: every job shares it
     service = ScoringService(model, args.model or "default", max_upload_bytes=int(args.max_upload_mb * 1e6), queue=args.queue)

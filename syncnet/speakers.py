@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import hyperparameters as hp
+from .errors import UserError
 from .files import atomic_output, check_writable
 
 DEFAULT_SMOOTH_FRAMES = 25
@@ -51,51 +52,6 @@ NO_SPEAKER = -1
 ANNOTATE_SUFFIXES = (".mp4", ".mov", ".mkv")
 SPEAKING_RGB = (0, 210, 0)
 SILENT_RGB = (230, 0, 0)
-
-
-# --- Embedding ---------------------------------------------------------------------------------
-
-
-@dataclass
-class VideoEmbeddings:
-    """A video's face tracks with their window embeddings, and the embedding of every audio window."""
-
-    media: object  # video.Media
-    tracks: list  # faces.FaceTrack, those with at least one window with audio
-    plans: dict  # track id -> scoring._TrackPlan: start, windows, vshift, frame_embeddings (windows, d)
-    audio: np.ndarray  # (audio windows, d): the audio window starting at each 25 fps frame
-    warnings: list[str] = field(default_factory=list)
-
-    def track_audio(self, plan) -> np.ndarray:
-        """The audio embeddings paired with a track's windows at offset 0."""
-        return self.audio[plan.start : plan.start + plan.windows]
-
-
-def embed_video(path, model, *, audio_path=None, vshift: int = hp.VSHIFT, batch_size: int = 64,
-                progress: bool = False) -> VideoEmbeddings:
-    """Face tracks and embeddings of `path` (with the audio of `audio_path` if given), the way
-    `score_video` makes them: the same tracks, windows, crops and towers.
-
-    Raises ValueError (MediaError) when the video cannot be used: unreadable, silent, no face.
-    """
-    from .audio import mfcc_in_chunks
-    from .faces import crop_tracks, frames_to_crop
-    from .scoring import _embed_audio_windows, _embed_frame_windows, _progress, _TrackPlan, compiled_towers, plan_tracks
-    from .video import load_media
-
-    media = load_media(path, audio_path)
-    planned = plan_tracks(media, vshift, progress)
-    plans, tracks, audio_frames = planned.plans, planned.tracks, planned.audio_frames
-
-    towers = compiled_towers(model)
-    # every audio window, not only those under a face: calibration pairs them with other videos' faces
-    whole_audio = _TrackPlan(NO_SPEAKER, 0, audio_frames, audio_frames - hp.WINDOW_FRAMES, 0)
-    audio = _embed_audio_windows(towers, mfcc_in_chunks(media.audio), [whole_audio], batch_size)
-    crops = crop_tracks(_progress(frames_to_crop(media, model.visual_input), media.num_frames, "lips", progress), tracks, model.visual_input)
-    _embed_frame_windows(towers, crops, plans, batch_size)
-    for plan in plans.values():
-        plan.frame_embeddings = np.concatenate(plan.frame_embeddings)
-    return VideoEmbeddings(media, tracks, plans, audio, planned.warnings)
 
 
 # --- Detection ---------------------------------------------------------------------------------
@@ -204,19 +160,21 @@ def detect_speakers(
     offset: read every track's confidence at this audio-video offset (frames, syncnet_python's
     sign) instead of the most confident track's. threshold: None takes the model's calibrated
     `speaking_threshold`, else DEFAULT_THRESHOLD. Raises ValueError for an unusable video."""
-    from .scoring import _resolve_model, score_windows, search_offset
+    from .embedding import embed_media
+    from .loading import resolve_model
+    from .offsets import score_windows, search_offset
+    from .video import load_media
 
     if smooth < 1:
-        raise ValueError(f"smooth must be at least 1 frame, got {smooth}")
+        raise UserError(f"smooth must be at least 1 frame, got {smooth}")
     if vshift < 0:
-        raise ValueError(f"vshift must be >= 0, got {vshift}")
-    model, model_name = _resolve_model(model)
+        raise UserError(f"vshift must be >= 0, got {vshift}")
+    model, model_name = resolve_model(model)
     if threshold is None:
         threshold = speaking_threshold(model)
-    embedded = embed_video(path, model, vshift=vshift, progress=progress)
+    embedded = embed_media(load_media(path), model, vshift=vshift, progress=progress)
     distances = {
-        track_id: score_windows(plan.frame_embeddings, embedded.track_audio(plan), plan.vshift)
-        for track_id, plan in embedded.plans.items()
+        track_id: score_windows(plan.frame_embeddings, embedded.track_audio(plan), plan.vshift) for track_id, plan in embedded.plans.items()
     }
     searches = {track_id: search_offset(table) for track_id, table in distances.items()}
     offset_source = "fixed" if offset is not None else "auto"
@@ -317,9 +275,9 @@ def check_annotate_output(video, output):
     a container without h264 + AAC."""
     video, output = Path(video), Path(output)
     if output.suffix.lower() not in ANNOTATE_SUFFIXES:
-        raise ValueError(f"{output}: the annotated video is h264 + AAC; name it {' / '.join(ANNOTATE_SUFFIXES)}")
+        raise UserError(f"{output}: the annotated video is h264 + AAC; name it {' / '.join(ANNOTATE_SUFFIXES)}")
     if output.resolve() == video.resolve() or (output.exists() and video.exists() and os.path.samefile(output, video)):
-        raise ValueError(f"{output}: is the input video; write the annotated copy to another file")
+        raise UserError(f"{output}: is the input video; write the annotated copy to another file")
     check_writable(output)
 
 
@@ -396,16 +354,31 @@ def configure_parser(parser):
     parser.add_argument("--per-frame", action="store_true", help="with --json: every track's per-frame confidence")
     parser.add_argument("--annotate", metavar="OUT.mp4", help="also write the video with speaking (green) / silent (red) face boxes")
     parser.add_argument("--model", default=None, metavar="NAME_OR_PATH", help="a .keras SyncNet (default: the shipped expert)")
-    parser.add_argument("--smooth", type=int, default=DEFAULT_SMOOTH_FRAMES, metavar="FRAMES",
-                        help="average each face's confidence over this many frames (default %(default)s; 10-100 is sensible)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="relative confidence a face needs to be speaking (default: the calibrated one, "
-                             f"else {DEFAULT_THRESHOLD})")
-    parser.add_argument("--calibration", metavar="JSON",
-                        help="take the threshold from this `syncnet calibrate` file (default: the model's own; "
-                             "the shipped expert has one)")
-    parser.add_argument("--offset", type=int, default=None, metavar="FRAMES",
-                        help="read confidences at this audio-video offset (default: the most confident face's)")
+    parser.add_argument(
+        "--smooth",
+        type=int,
+        default=DEFAULT_SMOOTH_FRAMES,
+        metavar="FRAMES",
+        help="average each face's confidence over this many frames (default %(default)s; 10-100 is sensible)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help=f"relative confidence a face needs to be speaking (default: the calibrated one, else {DEFAULT_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="JSON",
+        help="take the threshold from this `syncnet calibrate` file (default: the model's own; the shipped expert has one)",
+    )
+    parser.add_argument(
+        "--offset",
+        type=int,
+        default=None,
+        metavar="FRAMES",
+        help="read confidences at this audio-video offset (default: the most confident face's)",
+    )
     parser.add_argument("--vshift", type=int, default=hp.VSHIFT, help="search offsets -N..N frames (default %(default)s)")
 
 
@@ -421,10 +394,15 @@ def run_command(args) -> int:
 
         threshold = load_calibration(args.calibration).speaking_threshold
         if threshold is None:
-            raise ValueError(f"{args.calibration}: has no speaking_threshold (fitted by `syncnet calibrate` since 2026-12-01)")
+            raise UserError(f"{args.calibration}: has no speaking_threshold (fitted by `syncnet calibrate` since 2026-12-01)")
     result = detect_speakers(
-        args.video, args.model, smooth=args.smooth, threshold=threshold, offset=args.offset,
-        vshift=args.vshift, progress=sys.stderr.isatty(),
+        args.video,
+        args.model,
+        smooth=args.smooth,
+        threshold=threshold,
+        offset=args.offset,
+        vshift=args.vshift,
+        progress=sys.stderr.isatty(),
     )
     print(json.dumps(result.to_dict(per_frame=args.per_frame)) if args.json else summary_text(result), flush=True)
     if args.annotate:

@@ -14,7 +14,9 @@ optimizer step on the generator can change it. Gradients flow to the frames only
 import tensorflow as tf
 
 from . import hyperparameters as hp
-from .models.siamese import SyncNet, check_shape, load_model
+from .errors import UserError
+from .loading import load_model
+from .models.siamese import SyncNet, check_shape
 
 # ITU-R 601 luma, as PIL's convert("L") makes the grayscale mouth crops the expert trained on.
 _LUMA = (0.299, 0.587, 0.114)
@@ -38,7 +40,7 @@ class SyncLoss:
         self.model.trainable = False
         low, high = (float(v) for v in value_range)
         if not high > low:
-            raise ValueError(f"value_range must be (low, high) with high > low, got {value_range}")
+            raise UserError(f"value_range must be (low, high) with high > low, got {value_range}")
         self.value_range = (low, high)
         self._crop = self.model.frame_shape[1:3]
         self._channels = self.model.frame_shape[3]
@@ -65,12 +67,10 @@ class SyncLoss:
 
     def _prepare_frames(self, mouth_frames):
         frames = _as_float32("mouth_frames", mouth_frames)
-        check_shape(
-            "mouth_frames", frames, (None, hp.WINDOW_FRAMES, None, None, None), "(batch, 5, H, W, C)"
-        )
+        check_shape("mouth_frames", frames, (None, hp.WINDOW_FRAMES, None, None, None), "(batch, 5, H, W, C)")
         channels = frames.shape[-1]
         if channels not in (1, 3):
-            raise ValueError(f"mouth_frames must have 1 (gray) or 3 (RGB) channels, got {channels}")
+            raise UserError(f"mouth_frames must have 1 (gray) or 3 (RGB) channels, got {channels}")
         tf.debugging.check_numerics(frames, "mouth_frames contains NaN or Inf")
         low, high = self.value_range
         frames = (frames - low) * (255.0 / (high - low))
@@ -92,4 +92,3 @@ def _as_float32(name, tensor):
     if not (tensor.dtype.is_floating or tensor.dtype.is_integer):
         raise TypeError(f"{name} must be a float or integer tensor, got dtype {tensor.dtype.name}")
     return tf.cast(tensor, tf.float32)
-

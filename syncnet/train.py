@@ -31,10 +31,11 @@ import tensorflow as tf
 
 from . import data
 from . import hyperparameters as hp
+from .errors import UserError
 from .evaluation import offset_accuracy
+from .loading import load_model, save_model
 from .models import PRESETS, BalancedBinaryCrossentropy, ContrastiveLoss, MultiwayLoss, SyncNet, build_model
 from .models.lip_encoder import VVADLRS3_INSTALL, vvadlrs3_weights_path
-from .models.siamese import load_model, save_model
 
 FREEZE_CHOICES = ("none", "convs", "visual", "audio")
 LOSSES = ("bce", "contrastive", "multiway")
@@ -84,7 +85,7 @@ def freeze_layers(model: SyncNet, freeze: str):
     """`convs`: train only the fully-connected layers and the head (adapting the expert to a new
     domain on little data); `visual` / `audio`: keep that whole tower fixed; `none`: train all."""
     if freeze not in FREEZE_CHOICES:
-        raise ValueError(f"--freeze must be one of {', '.join(FREEZE_CHOICES)}, got {freeze!r}")
+        raise UserError(f"--freeze must be one of {', '.join(FREEZE_CHOICES)}, got {freeze!r}")
     towers = {"visual": [model.visual_tower], "audio": [model.audio_tower]}
     for tower in towers.get(freeze, []):
         tower.trainable = False
@@ -103,7 +104,7 @@ def compile_model(model: SyncNet, config: TrainConfig):
     elif config.loss == "multiway":
         loss = {"distance": MultiwayLoss(), "probability": BalancedBinaryCrossentropy()}
     else:
-        raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {config.loss!r}")
+        raise UserError(f"--loss must be one of {', '.join(LOSSES)}, got {config.loss!r}")
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=loss,
@@ -122,8 +123,13 @@ def make_dataset(config: TrainConfig, shards, batch_size: int, seed: int, augmen
     pairs otherwise."""
     if config.loss == "multiway":
         return data.make_offset_dataset(
-            shards, config.preset, batch_size // config.group_size, seed=seed,
-            group_size=config.group_size, max_shift=config.vshift, augment=augment,
+            shards,
+            config.preset,
+            batch_size // config.group_size,
+            seed=seed,
+            group_size=config.group_size,
+            max_shift=config.vshift,
+            augment=augment,
         )
     return data.make_pair_dataset(
         shards, config.preset, batch_size, seed=seed, hard_negative_fraction=config.hard_negative_fraction, augment=augment
@@ -132,6 +138,7 @@ def make_dataset(config: TrainConfig, shards, batch_size: int, seed: int, augmen
 
 def _labelled(dataset):
     """Keras wants the label keyed by the output the loss reads; metrics always read the probability."""
+
     def to_targets(inputs, label):
         return inputs, {"probability": label, "distance": label}
 
@@ -207,7 +214,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
     strategy: a tf.distribute strategy of your own (a TPU's, some devices'); by default
     `choose_strategy()`. The batch size is per replica."""
     if config.loss == "multiway" and (config.group_size < 2 or config.batch_size % config.group_size):
-        raise ValueError(
+        raise UserError(
             f"--loss multiway needs a --batch-size that is a multiple of --group-size (>= 2), "
             f"got {config.batch_size} and {config.group_size}"
         )
@@ -219,10 +226,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
         keras.mixed_precision.set_global_policy("mixed_float16")
     shards = data.list_shards(config.data_dir)
     if not shards:
-        raise ValueError(f"no training shards in {config.data_dir} (run `syncnet preprocess` first)")
-    train_shards, val_shards = data.split_by_speaker(
-        config.data_dir, config.val_fraction, config.seed, config.val_speakers
-    )
+        raise UserError(f"no training shards in {config.data_dir} (run `syncnet preprocess` first)")
+    train_shards, val_shards = data.split_by_speaker(config.data_dir, config.val_fraction, config.seed, config.val_speakers)
     with open(os.path.join(config.out_dir, "config.json"), "w") as f:
         json.dump({**asdict(config), "train_shards": len(train_shards), "val_shards": len(val_shards)}, f, indent=1)
 
@@ -269,8 +274,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
     )
     if epoch_end.diverged:
         raise TrainingDiverged(
-            f"loss became NaN/Inf; stopped. The last good checkpoint is {config.out_dir}/last.keras "
-            "(try a lower --learning-rate)"
+            f"loss became NaN/Inf; stopped. The last good checkpoint is {config.out_dir}/last.keras (try a lower --learning-rate)"
         )
     return {k: v[-1] for k, v in history.history.items()}
 
@@ -291,31 +295,50 @@ def _clear_backup(out_dir):
 def configure_parser(parser):
     parser.add_argument("data_dir", help="folder of shards made by `syncnet preprocess`")
     parser.add_argument("--out", required=True, dest="out_dir", help="run folder (checkpoints, logs)")
-    parser.add_argument("--preset", default="paper", choices=tuple(PRESETS),
-                        help="the shards' preset (syncnet preprocess --preset); lips builds on vvadlrs3's "
-                             f"lip encoder ({VVADLRS3_INSTALL})")
+    parser.add_argument(
+        "--preset",
+        default="paper",
+        choices=tuple(PRESETS),
+        help=f"the shards' preset (syncnet preprocess --preset); lips builds on vvadlrs3's lip encoder ({VVADLRS3_INSTALL})",
+    )
     parser.add_argument("--epochs", type=int, default=hp.EPOCHS)
     parser.add_argument("--steps-per-epoch", type=int, default=TrainConfig.steps_per_epoch)
     parser.add_argument("--batch-size", type=int, default=hp.BATCH_SIZE, help="per replica")
     parser.add_argument("--learning-rate", type=float, default=hp.LEARNING_RATE)
-    parser.add_argument("--loss", default="bce", choices=LOSSES,
-                        help="bce: pairs (default); contrastive: the paper's margin loss on pairs; "
-                             "multiway: groups of a clip's windows, each against every audio window "
-                             "of its group (Perfect Match)")
+    parser.add_argument(
+        "--loss",
+        default="bce",
+        choices=LOSSES,
+        help="bce: pairs (default); contrastive: the paper's margin loss on pairs; "
+        "multiway: groups of a clip's windows, each against every audio window "
+        "of its group (Perfect Match)",
+    )
     parser.add_argument("--margin", type=float, default=hp.CONTRASTIVE_MARGIN)
-    parser.add_argument("--group-size", type=int, default=TrainConfig.group_size,
-                        help="multiway: windows per group (--batch-size counts windows)")
+    parser.add_argument(
+        "--group-size", type=int, default=TrainConfig.group_size, help="multiway: windows per group (--batch-size counts windows)"
+    )
     parser.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction)
-    parser.add_argument("--val-steps", type=int, default=TrainConfig.val_steps,
-                        help="validation batches per epoch (a fixed, seeded set)")
-    parser.add_argument("--val-speakers", type=lambda text: [name for name in text.split(",") if name],
-                        help="comma-separated speaker ids to validate on (with everyone who shares a clip "
-                             "with them), instead of a --val-fraction drawn by --seed")
-    parser.add_argument("--hard-negatives", type=float, default=TrainConfig.hard_negative_fraction,
-                        dest="hard_negative_fraction", help="fraction of negatives from the same clip, shifted")
-    parser.add_argument("--speaker-balance", type=float, default=TrainConfig.speaker_balance,
-                        help="0..1: a speaker's share of the training windows goes as its frames to the power "
-                             "1 - this (0: as the footage has them; 1: every speaker alike)")
+    parser.add_argument("--val-steps", type=int, default=TrainConfig.val_steps, help="validation batches per epoch (a fixed, seeded set)")
+    parser.add_argument(
+        "--val-speakers",
+        type=lambda text: [name for name in text.split(",") if name],
+        help="comma-separated speaker ids to validate on (with everyone who shares a clip "
+        "with them), instead of a --val-fraction drawn by --seed",
+    )
+    parser.add_argument(
+        "--hard-negatives",
+        type=float,
+        default=TrainConfig.hard_negative_fraction,
+        dest="hard_negative_fraction",
+        help="fraction of negatives from the same clip, shifted",
+    )
+    parser.add_argument(
+        "--speaker-balance",
+        type=float,
+        default=TrainConfig.speaker_balance,
+        help="0..1: a speaker's share of the training windows goes as its frames to the power "
+        "1 - this (0: as the footage has them; 1: every speaker alike)",
+    )
     parser.add_argument("--no-augment", action="store_false", dest="augment")
     parser.add_argument("--seed", type=int, default=hp.SEED)
     parser.add_argument("--init-from", help="start from this model (.keras or 'default')")
@@ -328,7 +351,7 @@ def configure_parser(parser):
 def run_command(args) -> int:
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
     if config.resume and not os.path.isdir(os.path.join(config.out_dir, "backup")):
-        raise ValueError(f"nothing to resume in {config.out_dir}")
+        raise UserError(f"nothing to resume in {config.out_dir}")
     try:
         logs = train(config)
     except TrainingDiverged as error:

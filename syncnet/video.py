@@ -24,20 +24,23 @@ A VidTIMIT sequence (a folder of numbered JPEG frames, 25 fps, with a separate W
 
 import math
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Protocol
 
 import av
 import numpy as np
 from PIL import Image
 
 from . import hyperparameters as hp
+from .errors import UserError
 
 MIN_SOURCE_FPS = 15.0  # below this, resampling to 25 fps repeats most frames and the lips look frozen
 SILENCE_DBFS = -60.0
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts")  # what a folder search takes
 # Audio timestamps within this of where the sample count puts a frame are taken as jitter; further
 # off, the frame is moved to its timestamp. Half a video frame: finer than any offset we report.
 AUDIO_TIMESTAMP_TOLERANCE = Fraction(1, 2 * hp.VIDEO_FPS)
@@ -49,7 +52,21 @@ TRUNCATION_TOLERANCE = 0.2  # seconds
 MIN_CHANNEL_CORRELATION = 0.3
 
 
-class MediaError(ValueError):
+class MediaLike(Protocol):
+    """What scoring reads from media: a `Media`, or a live stream's chunk held in memory
+    (monitor.Chunk)."""
+
+    path: str  # a name for messages
+    audio: np.ndarray  # 16 kHz mono float32 in [-1, 1], sample 0 at frame 0
+    num_frames: int  # 25 fps frames
+    warnings: tuple[str, ...]  # what may lower trust in its scores
+
+    def frames(self, gray: bool = False) -> Iterator[np.ndarray]:
+        """A fresh iterator of uint8 frames at 25 fps: RGB (H, W, 3), or with gray their luma (H, W)."""
+        ...
+
+
+class MediaError(UserError):
     """One-line, user-facing reason a media input cannot be used."""
 
 
@@ -76,7 +93,7 @@ class Media:
         costs half as much to decode; re-decodes from the file each call (streaming, bounded memory)."""
         stop = self.num_frames if stop is None else min(stop, self.num_frames)
         if not 0 <= start <= self.num_frames:
-            raise ValueError(f"start={start} is outside 0..{self.num_frames}")
+            raise UserError(f"start={start} is outside 0..{self.num_frames}")
         if self.frame_files:
             return (_decode_image(file, gray) for file in self.frame_files[start:stop])
         return _video_frames(self.path, self.first_slot + start, max(stop - start, 0), seek=start > 0, gray=gray)
@@ -129,8 +146,16 @@ def load_media(path, audio_path=None) -> Media:
     else:
         audio_warnings = audio_decoder.warnings()
         audio = _place_at(audio_decoder.samples(), audio_decoder.start_time, start_time=Fraction(first_slot, hp.VIDEO_FPS))
-    return Media(str(path), audio, num_frames, first_frame.width, first_frame.height, source_fps,
-                 first_slot=first_slot, warnings=tuple(warnings + audio_warnings))
+    return Media(
+        str(path),
+        audio,
+        num_frames,
+        first_frame.width,
+        first_frame.height,
+        source_fps,
+        first_slot=first_slot,
+        warnings=tuple(warnings + audio_warnings),
+    )
 
 
 def load_audio(path) -> np.ndarray:
@@ -343,8 +368,7 @@ class _AudioDecoder:
             )
         if self.channels > 2:
             found.append(
-                f"{self.channels}-channel audio was mixed down to mono: music and effects in the other "
-                "channels may lower confidence"
+                f"{self.channels}-channel audio was mixed down to mono: music and effects in the other channels may lower confidence"
             )
         left, cross, right = self.channel_products[0, 0], self.channel_products[0, 1], self.channel_products[1, 1]
         if self.channels == 2 and left > 0 and right > 0:

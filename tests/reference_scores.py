@@ -5,7 +5,7 @@ tolerances of test_reference_scores.py.
     python tests/reference_scores.py     # rewrite tests/data/reference_scores.json (say why in the commit)
 
 reference_scores_dense_tracking.json was written the same way before the face tracker carried boxes
-(commit 7c1f2e4 and earlier); it stays as it is.
+(commit b5c624a); it stays as it is.
 
 Only numbers are stored, never footage. The clips: syncnet_python's demo and its 12-frame delay,
 two 720p one-face clips, a two-face clip, a crowded wild clip, a multi-face clip with cuts, a

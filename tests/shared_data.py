@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(
-    os.environ.get("SYNCNET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+SHARED_DATA = Path(os.environ.get("SYNCNET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def shared_clip(pattern: str) -> Path:

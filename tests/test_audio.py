@@ -1,12 +1,12 @@
 import numpy as np
-import python_speech_features
 import pytest
+import python_speech_features
 import tensorflow as tf
+from shared_data import shared_clip
+from synthetic import speech_audio, speech_envelope
 
 from syncnet import audio
 from syncnet import hyperparameters as hp
-from shared_data import shared_clip
-from synthetic import speech_audio, speech_envelope
 
 
 def reference_mfcc(samples: np.ndarray) -> np.ndarray:

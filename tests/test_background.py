@@ -61,8 +61,7 @@ def test_a_newer_item_replaces_the_waiting_one_when_asked():
     started = threading.Event()
 
     def items():
-        for number in range(10):
-            yield number
+        yield from range(10)
         started.set()
 
     read_ahead = ReadAhead(items(), depth=1, replaces_waiting=lambda number: number > 0)

@@ -14,10 +14,10 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test n
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
 from synthetic import write_clip  # noqa: E402
-from syncnet.models.siamese import save_model  # noqa: E402
 from test_server import running_server  # noqa: E402
+
+from syncnet.loading import save_model  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -30,10 +30,19 @@ def browser(tmp_path_factory):
         pytest.skip(f"needs Chromium and its driver ({CHROMIUM}, {CHROMEDRIVER}): apt-get install chromium chromium-driver")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1200,1600",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium_profile')}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,1600",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium_profile')}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     yield driver
@@ -56,8 +65,9 @@ def test_upload_through_the_page(browser, page_url, tmp_path):
     browser.find_element(By.ID, "video").send_keys(str(clip))
     browser.find_element(By.ID, "submit").click()
     WebDriverWait(browser, SCORE_TIMEOUT).until(
-        lambda driver: driver.find_element(By.ID, "result").is_displayed()
-        or "error" in driver.find_element(By.ID, "status").get_attribute("class")
+        lambda driver: (
+            driver.find_element(By.ID, "result").is_displayed() or "error" in driver.find_element(By.ID, "status").get_attribute("class")
+        )
     )
     status = browser.find_element(By.ID, "status").text
     assert status == "Scored two_faces.mp4.", status
@@ -75,7 +85,9 @@ def test_upload_through_the_page(browser, page_url, tmp_path):
     assert float(speaking[0][5].text) == max(float(cells[5].text) for cells in rows) == lse_c  # the most confident face
 
     plot = browser.find_element(By.ID, "plot")
-    WebDriverWait(browser, 30).until(lambda driver: driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", plot))
+    WebDriverWait(browser, 30).until(
+        lambda driver: driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", plot)
+    )
     assert browser.execute_script("return arguments[0].naturalWidth", plot) > 0
     browser.save_screenshot(str(tmp_path / "page.png"))
 

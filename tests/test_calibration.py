@@ -6,12 +6,12 @@ import math
 
 import numpy as np
 import pytest
-
 from synthetic import write_clip
+
+from syncnet.calibrating import calibration_scores, summary_text
 from syncnet.calibration import (
     SCORES,
     Calibration,
-    calibration_scores,
     equal_error_rate,
     fit_calibration,
     fit_logistic_slope,
@@ -20,10 +20,9 @@ from syncnet.calibration import (
     roc_auc,
     save_calibration,
     score_value,
-    summary_text,
 )
 from syncnet.cli import main
-from syncnet.models.siamese import save_model
+from syncnet.loading import save_model
 from syncnet.scoring import score_video
 from syncnet.speakers import DEFAULT_THRESHOLD, detect_speakers
 
@@ -160,11 +159,14 @@ def test_command_line_writes_the_calibration(real_dir, model_path, tmp_path, cap
     assert capsys.readouterr().err.startswith("syncnet score: error: ")
 
 
-@pytest.mark.parametrize("files, message", [
-    ({"a.mp4": None}, "need at least 2 real clips"),
-    ({}, "need at least 2 real clips"),
-    ({"a.mp4": b"not a video", "b.mp4": b"nor this"}, "need at least 2 usable real clips, got 0 of 2"),
-])
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"a.mp4": None}, "need at least 2 real clips"),
+        ({}, "need at least 2 real clips"),
+        ({"a.mp4": b"not a video", "b.mp4": b"nor this"}, "need at least 2 usable real clips, got 0 of 2"),
+    ],
+)
 def test_bad_folders_are_one_line_errors(files, message, real_dir, model_path, tmp_path, capsys):
     for name, content in files.items():
         if content is None:
@@ -187,10 +189,14 @@ def test_a_speaking_threshold_that_is_not_a_number_is_refused(pair_scores, tmp_p
 def test_load_calibration_rejects_other_files(tmp_path):
     path = tmp_path / "c.json"
     good = fit_calibration({name: [3.0, 4.0] for name in SCORES}, {name: [0.0, 1.0] for name in SCORES}).to_dict()
-    for text, message in [("{oops", "not a calibration file"), ("[1, 2]", "not a calibration file"),
-                          ('{"version": 99}', "unsupported calibration version"), ('{"version": 1}', "missing"),
-                          (json.dumps({**good, "threshold": "high"}), "threshold must be a finite number"),
-                          (json.dumps({**good, "score": "lse_d"}), "is not one of")]:
+    for text, message in [
+        ("{oops", "not a calibration file"),
+        ("[1, 2]", "not a calibration file"),
+        ('{"version": 99}', "unsupported calibration version"),
+        ('{"version": 1}', "missing"),
+        (json.dumps({**good, "threshold": "high"}), "threshold must be a finite number"),
+        (json.dumps({**good, "score": "lse_d"}), "is not one of"),
+    ]:
         path.write_text(text)
         with pytest.raises(ValueError, match=message):
             load_calibration(path)

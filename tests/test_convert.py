@@ -15,7 +15,8 @@ import pytest
 from syncnet import hyperparameters as hp
 from syncnet.cli import main
 from syncnet.convert import convert_weights, keras_weights, load_syncnet_python_state
-from syncnet.models.siamese import SyncNet, build_model, load_model
+from syncnet.loading import load_model
+from syncnet.models.siamese import SyncNet, build_model
 
 BATCH = 3
 RELATIVE_TOLERANCE = 1e-4
@@ -182,8 +183,9 @@ def test_score_video_with_the_converted_model_matches_syncnet_python(syncnet_pyt
     from synthetic import write_clip
 
     from syncnet.audio import mfcc
+    from syncnet.embedding import SAMPLES_PER_FRAME
     from syncnet.faces import crop_tracks, find_face_tracks
-    from syncnet.scoring import SAMPLES_PER_FRAME, score_video
+    from syncnet.scoring import score_video
     from syncnet.video import load_media
 
     torch, torch_model, _ = syncnet_python
@@ -204,12 +206,8 @@ def test_score_video_with_the_converted_model_matches_syncnet_python(syncnet_pyt
     coefficients = torch.from_numpy(mfcc(media.audio).numpy())[None, None]
     steps = [hp.MFCC_STEPS_PER_FRAME * v for v in range(last_frame)]
     with torch.no_grad():
-        lip = torch_lip_embeddings(
-            torch_model, torch.cat([video[:, :, v : v + hp.WINDOW_FRAMES] for v in range(last_frame)])
-        )
-        audio = torch_audio_embeddings(
-            torch_model, torch.cat([coefficients[..., step : step + hp.WINDOW_MFCC_STEPS] for step in steps])
-        )
+        lip = torch_lip_embeddings(torch_model, torch.cat([video[:, :, v : v + hp.WINDOW_FRAMES] for v in range(last_frame)]))
+        audio = torch_audio_embeddings(torch_model, torch.cat([coefficients[..., step : step + hp.WINDOW_MFCC_STEPS] for step in steps]))
     offset, min_dist, confidence = syncnet_python_evaluate(torch, lip, audio, vshift)
 
     assert result.offset_frames == offset

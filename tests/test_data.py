@@ -44,8 +44,16 @@ def write_shards(folder, clips, preset="paper", seed=0):
             shard = f"shard-{number:05d}.tfrecord.gz"
             clip_segments = [make_segment(rng, clip, speaker, track, n, data.crop_shape(preset)) for track, n in enumerate(lengths)]
             write_shard(folder / shard, clip_segments, preset)
-            entry = {"video": clip + ".mp4", "clip": clip, "speaker": speaker, "preset": preset, "status": "ok",
-                     "shard": shard, "segments": len(lengths), "track_frames": sum(lengths)}
+            entry = {
+                "video": clip + ".mp4",
+                "clip": clip,
+                "speaker": speaker,
+                "preset": preset,
+                "status": "ok",
+                "shard": shard,
+                "segments": len(lengths),
+                "track_frames": sum(lengths),
+            }
             manifest.write(json.dumps(entry) + "\n")
             segments += clip_segments
     return segments
@@ -82,7 +90,11 @@ def test_segments_round_trip(shards):
         np.testing.assert_array_equal(got["mfcc"], want.mfcc)
         assert got["mfcc"].shape == (13, 4 * want.num_frames + 16)
         assert (got["clip"].decode(), got["speaker"].decode(), got["track"], got["start"]) == (
-            want.clip, want.speaker, want.track, want.start)
+            want.clip,
+            want.speaker,
+            want.track,
+            want.start,
+        )
     evaluated = list(data.eval_segments(paths, "tiny"))  # tiny takes the same mouth crops
     assert [crops.shape for crops, _ in evaluated] == [s.crops.shape for s in segments]
 
@@ -220,7 +232,9 @@ def test_augmentation_transforms_a_window_as_one(tmp_path):
     segments = [segment for segment in data.read_segments(paths).as_numpy_iterator()]
     audio_windows = np.stack([s["mfcc"][:, 4 * u : 4 * u + 20] for s in segments for u in range(len(s["crops"]))])
 
-    stored = {window[0].tobytes() for frames, _, _ in batches(data.make_pair_dataset(paths, batch_size=32, augment=False), 3) for window in frames}
+    stored = {
+        window[0].tobytes() for frames, _, _ in batches(data.make_pair_dataset(paths, batch_size=32, augment=False), 3) for window in frames
+    }
     still_windows = changed = 0
     gains, jitter = [], []
     for frames, mfcc, _ in batches(data.make_pair_dataset(paths, batch_size=32, augment=True), 3):
@@ -241,7 +255,7 @@ def test_augmentation_transforms_a_window_as_one(tmp_path):
 @pytest.mark.parametrize("preset, shape", [("paper", (112, 112, 1)), ("tiny", (112, 112, 1)), ("syncnet_v2", (224, 224, 3))])
 def test_shapes_per_preset(tmp_path, preset, shape):
     write_shards(tmp_path, [("x", "X", [60]), ("y", "Y", [50])], preset="syncnet_v2" if shape[-1] == 3 else "paper")
-    (frames, mfcc, labels), = batches(data.make_pair_dataset(data.list_shards(tmp_path), preset, batch_size=4, augment=False), 1)
+    ((frames, mfcc, labels),) = batches(data.make_pair_dataset(data.list_shards(tmp_path), preset, batch_size=4, augment=False), 1)
     assert frames.shape == (4, 5, *shape) and frames.dtype == np.float32
     assert mfcc.shape == (4, 13, 20) and labels.shape == (4,)
 

@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from PIL import Image
-
 from shared_data import shared_clip
 from synthetic import BACKGROUND_RGB, FACE_PNG, MOUTH_CENTRE_XY, MOUTH_HALF_WIDTH, write_clip
+
 from syncnet import hyperparameters as hp
 from syncnet.faces import FaceTrack, crop_tracks, find_face_tracks
 from syncnet.video import load_media

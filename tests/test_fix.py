@@ -13,9 +13,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
 from shared_data import shared_clip
 from synthetic import write_clip
+
 from syncnet import hyperparameters as hp
 from syncnet.fixing import fix_video, shift_audio
 from syncnet.scoring import score_video
@@ -29,11 +29,7 @@ TEST_SEED = 6  # held-out speech for the trained tiny model
 def video_packets(path):
     """(pts, dts, is_keyframe, bytes) of every video packet, in file order."""
     with av.open(str(path)) as container:
-        return [
-            (packet.pts, packet.dts, packet.is_keyframe, bytes(packet))
-            for packet in container.demux(video=0)
-            if packet.size
-        ]
+        return [(packet.pts, packet.dts, packet.is_keyframe, bytes(packet)) for packet in container.demux(video=0) if packet.size]
 
 
 @pytest.mark.parametrize("suffix, delay", [(".mp4", 3), (".avi", -4)])
@@ -126,7 +122,9 @@ def test_bad_requests_fail_with_one_line_and_leave_no_files(tmp_path):
 
 def run_cli(*args, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "syncnet.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "syncnet.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
 def test_cli_fix_with_offset_and_refusal(tmp_path):

@@ -13,17 +13,18 @@ import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_data import write_shard
 
 from syncnet import data
-from syncnet.cli import main
 from syncnet import hyperparameters as hp
+from syncnet.cli import main
 from syncnet.data import Segment
 from syncnet.faces import FaceTrack, crop_tracks
+from syncnet.loading import load_model, save_model
 from syncnet.models import SyncNet, build_model
 from syncnet.models.lip_encoder import VVADLRS3_INSTALL, build_lip_encoder, load_vvadlrs3_weights, vvadlrs3_weights_path
-from syncnet.models.siamese import PRESETS, load_model, save_model
+from syncnet.models.siamese import PRESETS
 from syncnet.sync_loss import SyncLoss
-from test_data import write_shard
 
 
 def vvadlrs3_file() -> Path:
@@ -111,8 +112,10 @@ def test_without_vvadlrs3_a_new_lips_model_or_its_shards_name_the_install_before
         build_model("lips")
     write_feature_shards(tmp_path / "shards")
     (tmp_path / "videos").mkdir()
-    for command in (["train", str(tmp_path / "shards"), "--out", str(tmp_path / "run"), "--preset", "lips"],
-                    ["preprocess", str(tmp_path / "videos"), str(tmp_path / "out"), "--preset", "lips"]):
+    for command in (
+        ["train", str(tmp_path / "shards"), "--out", str(tmp_path / "run"), "--preset", "lips"],
+        ["preprocess", str(tmp_path / "videos"), str(tmp_path / "out"), "--preset", "lips"],
+    ):
         assert main(command) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.endswith(f"{VVADLRS3_INSTALL}\n")
@@ -130,8 +133,20 @@ def write_feature_shards(folder, speakers=("A", "B", "C"), frames=60, seed=0):
             mfcc = rng.normal(0, 10, (hp.MFCC_NUM_CEPSTRA, 4 * frames + data.MFCC_TAIL)).astype(np.float32)
             shard = f"shard-{number:05d}.tfrecord.gz"
             write_shard(folder / shard, [Segment(f"clip_{speaker}", speaker, 0, 0, codes, mfcc)], "lips")
-            manifest.write(json.dumps({"video": f"clip_{speaker}.mp4", "clip": f"clip_{speaker}", "speaker": speaker,
-                                       "preset": "lips", "status": "ok", "shard": shard, "track_frames": frames}) + "\n")
+            manifest.write(
+                json.dumps(
+                    {
+                        "video": f"clip_{speaker}.mp4",
+                        "clip": f"clip_{speaker}",
+                        "speaker": speaker,
+                        "preset": "lips",
+                        "status": "ok",
+                        "shard": shard,
+                        "track_frames": frames,
+                    }
+                )
+                + "\n"
+            )
     return data.list_shards(folder)
 
 

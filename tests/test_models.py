@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from syncnet.loading import load_model
 from syncnet.models import PRESETS, BalancedBinaryCrossentropy, ContrastiveLoss, L2Distance, MultiwayLoss, SyncHead, build_model
-from syncnet.models.siamese import load_model
 
 
 def random_windows(model, batch=3, seed=0):
@@ -29,13 +29,13 @@ def test_presets_take_their_inputs_and_give_their_embeddings(preset, frame_shape
 
 def test_syncnet_v2_matches_syncnet_python_layer_for_layer():
     model = build_model("syncnet_v2")
-    convs = [l for l in model.visual_tower.layers if isinstance(l, tf.keras.layers.Conv2D)]
+    convs = [layer for layer in model.visual_tower.layers if isinstance(layer, tf.keras.layers.Conv2D)]
     assert [c.filters for c in convs] == [96, 256, 256, 256, 256, 512]
     # syncnet_python's Conv3D kernels (5, 7, 7) over RGB and (1, 5, 5): 2-D over 5 x 3 stacked channels
     assert [tuple(c.kernel.shape) for c in convs][:2] == [(7, 7, 15, 96), (5, 5, 96, 256)]
-    audio_convs = [l for l in model.audio_tower.layers if isinstance(l, tf.keras.layers.Conv2D)]
+    audio_convs = [layer for layer in model.audio_tower.layers if isinstance(layer, tf.keras.layers.Conv2D)]
     assert [c.filters for c in audio_convs] == [64, 192, 384, 256, 256, 512]
-    bns = [l for l in model.layers[0].layers if isinstance(l, tf.keras.layers.BatchNormalization)]
+    bns = [layer for layer in model.layers[0].layers if isinstance(layer, tf.keras.layers.BatchNormalization)]
     assert bns and all(bn.epsilon == 1e-5 for bn in bns)  # PyTorch's, not Keras' 1e-3
     # SyncNetModel.py counted by hand: audio 5,669,056 + lip 7,971,200 (BatchNorm statistics included),
     # plus the 2 weights of our head.
@@ -62,6 +62,7 @@ def test_head_probability_falls_as_distance_grows_even_with_a_negative_raw_scale
 
 def test_contrastive_loss_pulls_positives_and_pushes_negatives_to_the_margin():
     loss = ContrastiveLoss(margin=2.0)
+
     def value(label, distance):
         return float(loss(np.array([label], np.float32), np.array([distance], np.float32)))
 
@@ -87,6 +88,19 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
         np.testing.assert_array_equal(before[key].numpy(), after[key].numpy())
 
 
+def test_a_mixed_float16_model_reloads_as_one(tmp_path):
+    """get_config starts from Keras' own: the dtype policy (and name, trainable) survive the file."""
+    from syncnet.models import SyncNet
+
+    model = SyncNet(**PRESETS["tiny"], preset="tiny", name="half", dtype="mixed_float16")
+    frames, mfcc = random_windows(model)
+    model({"frames": frames, "mfcc": mfcc})
+    model.save(tmp_path / "half.keras")
+    loaded = load_model(tmp_path / "half.keras")
+    assert loaded.dtype_policy.name == "mixed_float16" and loaded.name == "half"
+    assert loaded.get_config() == model.get_config()
+
+
 def test_bad_inputs_name_the_expected_shape(tmp_path):
     model = build_model("tiny")
     frames, mfcc = random_windows(model)
@@ -109,7 +123,7 @@ def test_every_preset_is_listed():
 
 
 def test_float16_storage_halves_the_file_and_keeps_outputs_close(tmp_path):
-    from syncnet.models.siamese import save_model
+    from syncnet.loading import save_model
 
     model = build_model("paper")
     frames, mfcc = random_windows(model)
@@ -145,4 +159,3 @@ def test_groups_compare_every_window_with_every_audio_window_and_the_multiway_lo
     probability = np.array([[0.9, 0.1, 0.1, 0.1]], np.float32)
     balanced = BalancedBinaryCrossentropy()(labels[:1], probability).numpy()
     assert balanced == pytest.approx(-np.log(0.9), rel=1e-5)  # positives and negatives weigh alike
-

@@ -16,11 +16,11 @@ from contextlib import contextmanager
 import av
 import numpy as np
 import pytest
-
 from synthetic import speech_envelope, write_clip
+
 from syncnet import cli
 from syncnet import hyperparameters as hp
-from syncnet.models.siamese import save_model
+from syncnet.loading import save_model
 from syncnet.monitor import RollingOffset
 from syncnet.video import load_media
 
@@ -38,8 +38,11 @@ def model_path(trained_tiny_model, tmp_path_factory):
 def write_hls(playlist, clips, segment_seconds=2):
     """Decode `clips` one after the other and encode them as one HLS stream (h264 + AAC in MPEG-TS
     segments), timestamps running on across clips."""
-    options = {"hls_time": str(segment_seconds), "hls_playlist_type": "vod",
-               "hls_segment_filename": str(playlist.parent / f"{playlist.stem}_%03d.ts")}
+    options = {
+        "hls_time": str(segment_seconds),
+        "hls_playlist_type": "vod",
+        "hls_segment_filename": str(playlist.parent / f"{playlist.stem}_%03d.ts"),
+    }
     with av.open(str(playlist), "w", format="hls", options=options) as output:
         video = output.add_stream("libx264", rate=hp.VIDEO_FPS, options={"g": str(hp.VIDEO_FPS), "preset": "veryfast"})
         audio = output.add_stream("aac", rate=hp.AUDIO_SAMPLE_RATE, layout="mono")
@@ -222,7 +225,18 @@ def test_stalled_server_times_out(capsys, model_path):
 
 def test_ctrl_c_prints_a_summary_and_exits_0(model_path, hls_folder):
     with http_folder(hls_folder) as url:
-        command = [sys.executable, "-m", "syncnet.cli", "monitor", f"{url}/stream.m3u8", "--model", str(model_path), "--chunk", "2", "--json"]
+        command = [
+            sys.executable,
+            "-m",
+            "syncnet.cli",
+            "monitor",
+            f"{url}/stream.m3u8",
+            "--model",
+            str(model_path),
+            "--chunk",
+            "2",
+            "--json",
+        ]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             first = json.loads(process.stdout.readline())  # scoring has begun

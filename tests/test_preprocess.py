@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from shared_data import shared_clip
 from synthetic import write_clip, write_frames
+
 from syncnet import data
 from syncnet import hyperparameters as hp
 from syncnet.audio import mfcc
@@ -80,7 +80,10 @@ def test_segments_hold_the_crops_and_the_aligned_mfcc(preprocessed, clips):
     out, _ = preprocessed
     segments = list(data.read_segments(data.list_shards(out), "paper").as_numpy_iterator())
     assert sorted((s["clip"].decode(), int(s["track"])) for s in segments) == [
-        ("spk_a/normal", 0), ("spk_b/two_faces", 0), ("spk_b/two_faces", 1)]
+        ("spk_a/normal", 0),
+        ("spk_b/two_faces", 0),
+        ("spk_b/two_faces", 1),
+    ]
     normal = next(s for s in segments if s["clip"] == b"spk_a/normal")
     assert normal["crops"].shape == (FRAMES, 112, 112, 1) and normal["start"] == 0
     # columns [4 start, 4 (start + n) + 16) of the clip's MFCC; the last 16 over zero padding
@@ -136,8 +139,17 @@ def test_sync_filter_drops_segments(preprocessed, clips, tmp_path):
     with pytest.raises(ValueError, match=r"reads \(112, 112, 1\) per frame, the preset's shards hold \(224, 224, 3\)"):
         SyncFilter(str(model_path), 0.0, 1).keeps(faces)
 
-    job = Job("normal.mp4", str(clips / "spk_a" / "normal.mp4"), None, "normal", "spk_a", "shard-00000.tfrecord.gz",
-              "paper", str(tmp_path), SyncFilter(str(model_path), np.inf, hp.VSHIFT))
+    job = Job(
+        "normal.mp4",
+        str(clips / "spk_a" / "normal.mp4"),
+        None,
+        "normal",
+        "spk_a",
+        "shard-00000.tfrecord.gz",
+        "paper",
+        str(tmp_path),
+        SyncFilter(str(model_path), np.inf, hp.VSHIFT),
+    )
     entry = process_job(job)
     assert entry["status"] == "skipped" and entry["filtered"] == 1 and "sync filter" in entry["reason"]
     assert not list(tmp_path.glob("*shard*"))  # no shard, no temporary left
@@ -145,8 +157,14 @@ def test_sync_filter_drops_segments(preprocessed, clips, tmp_path):
 
 def _segments(folder):
     for segment in data.read_segments(data.list_shards(folder)).as_numpy_iterator():
-        yield data.Segment(segment["clip"].decode(), segment["speaker"].decode(), int(segment["track"]),
-                           int(segment["start"]), segment["crops"], segment["mfcc"])
+        yield data.Segment(
+            segment["clip"].decode(),
+            segment["speaker"].decode(),
+            int(segment["track"]),
+            int(segment["start"]),
+            segment["crops"],
+            segment["mfcc"],
+        )
 
 
 def test_finds_videos_frame_folders_and_speakers(tmp_path):

@@ -14,7 +14,6 @@
 import json
 
 import pytest
-
 from reference_scores import CLIPS, REFERENCE, summary
 from shared_data import shared_clip
 

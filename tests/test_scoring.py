@@ -14,21 +14,33 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
 from shared_data import shared_clip
 from synthetic import speech_audio, speech_envelope, write_clip, write_frames
+
 from syncnet import hyperparameters as hp
+from syncnet.loading import default_model_path
 from syncnet.models import build_model
-from syncnet.models.siamese import default_model_path
+from syncnet.offsets import score_windows, search_offset
+from syncnet.scoring import score_media, score_video
 from syncnet.speakers import DEFAULT_THRESHOLD, speaking_threshold
-from syncnet.scoring import score_media, score_video, score_windows, search_offset
 from syncnet.video import load_media
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT = {
-    "video": str, "status": str, "error": (str, type(None)), "offset_frames": int, "offset_seconds": float,
-    "min_dist": float, "confidence": float, "sync_probability": float, "in_sync": bool,
-    "tampered": (float, type(None)), "frames": int, "face_tracks": int, "model": str, "tracks": list,
+    "video": str,
+    "status": str,
+    "error": (str, type(None)),
+    "offset_frames": int,
+    "offset_seconds": float,
+    "min_dist": float,
+    "confidence": float,
+    "sync_probability": float,
+    "in_sync": bool,
+    "tampered": (float, type(None)),
+    "frames": int,
+    "face_tracks": int,
+    "model": str,
+    "tracks": list,
 }
 TEST_SEED = 5  # not one of trained_model.TRAIN_SEEDS: speech the model never saw
 
@@ -237,7 +249,9 @@ def run_cli(*args, cwd):
     # TensorFlow's log level as a user has it: the CLI itself must keep its C++ log off stderr
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "syncnet.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "syncnet.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -285,8 +299,9 @@ def test_cli_human_line_and_exit_0_when_every_video_scores(model_file, clips, tm
 def test_cli_human_mode_prints_results_on_stdout_and_errors_one_line_each_on_stderr(model_file, clips, tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
     plot = tmp_path / "figure.png"
-    run = run_cli("score", clips("delay_0.mp4", audio_shift_frames=0), tmp_path / "broken.mp4", "--model", model_file,
-                  "--plot", plot, cwd=tmp_path)
+    run = run_cli(
+        "score", clips("delay_0.mp4", audio_shift_frames=0), tmp_path / "broken.mp4", "--model", model_file, "--plot", plot, cwd=tmp_path
+    )
     assert run.returncode == 1
     assert run.stderr.count("\n") == 1 and run.stderr.startswith(f"{tmp_path / 'broken.mp4'}: error: not a media file")
     scored, plotted = run.stdout.splitlines()
@@ -295,12 +310,20 @@ def test_cli_human_mode_prints_results_on_stdout_and_errors_one_line_each_on_std
 
 def test_cli_missing_input_or_bad_destination_fails_fast_without_tensorflow(clips, tmp_path):
     """Checked before anything heavy loads (`bench/bench_cli_start.py` times it)."""
-    probe = ("import sys; from syncnet.cli import main; code = main(sys.argv[1:]); "
-             "print('tensorflow' in sys.modules, file=sys.stderr); sys.exit(code)")
+    probe = (
+        "import sys; from syncnet.cli import main; code = main(sys.argv[1:]); "
+        "print('tensorflow' in sys.modules, file=sys.stderr); sys.exit(code)"
+    )
 
     def run(*args):
-        return subprocess.run([sys.executable, "-c", probe, *map(str, args)], capture_output=True, text=True,
-                              cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-c", probe, *map(str, args)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=60,
+        )
 
     missing = run("score", tmp_path / "missing.mp4")
     assert missing.returncode == 1 and missing.stdout == ""
@@ -328,7 +351,7 @@ def test_cli_bad_model_or_option_is_one_line_on_stderr_and_exit_1(clips, tmp_pat
 def test_the_shipped_expert_loads_with_its_calibration_and_scores_by_default(clips, tmp_path):
     from syncnet import load_model
     from syncnet.calibration import load_calibration
-    from syncnet.models.siamese import default_calibration_path
+    from syncnet.loading import default_calibration_path
 
     model = load_model()
     assert model.preset == "paper" and all(w.dtype == "float32" for w in model.weights)

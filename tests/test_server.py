@@ -26,11 +26,24 @@ pytest.importorskip("fastapi", reason="syncnet serve needs the `serve` extra (fa
 pytest.importorskip("uvicorn", reason="syncnet serve needs the `serve` extra (fastapi, uvicorn, python-multipart)")
 
 from synthetic import speech_audio, write_clip  # noqa: E402
-from syncnet.models.siamese import save_model  # noqa: E402
+
+from syncnet.loading import save_model  # noqa: E402
 
 CONTRACT_KEYS = {
-    "video", "status", "error", "offset_frames", "offset_seconds", "min_dist", "confidence",
-    "sync_probability", "in_sync", "verdict_reason", "frames", "face_tracks", "model", "tracks",
+    "video",
+    "status",
+    "error",
+    "offset_frames",
+    "offset_seconds",
+    "min_dist",
+    "confidence",
+    "sync_probability",
+    "in_sync",
+    "verdict_reason",
+    "frames",
+    "face_tracks",
+    "model",
+    "tracks",
 }
 START_TIMEOUT = 180  # s: the server imports TensorFlow and loads the model first
 REQUEST_TIMEOUT = 120
@@ -81,7 +94,9 @@ def multipart_body(files: dict) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     parts = [
         f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
-        f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
+        f"Content-Type: application/octet-stream\r\n\r\n".encode()
+        + data
+        + b"\r\n"
         for field, (name, data) in files.items()
     ]
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
@@ -223,8 +238,7 @@ def test_oversize_upload_is_413_before_and_while_streaming(server):
     # 50 MB this client would send
     with socket.create_connection((host, int(port)), timeout=REQUEST_TIMEOUT) as connection:
         connection.sendall(
-            b"POST /v1/score HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary=x\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
+            b"POST /v1/score HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary=x\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
         chunks = [b'--x\r\nContent-Disposition: form-data; name="video"; filename="big.mp4"\r\n\r\n']
         chunks += [bytes(65536)] * (50_000_000 // 65536)

@@ -5,11 +5,11 @@ import json
 import av
 import numpy as np
 import pytest
-
 from synthetic import write_clip, write_frames
+
 from syncnet import hyperparameters as hp
 from syncnet.cli import main
-from syncnet.models.siamese import save_model
+from syncnet.loading import save_model
 from syncnet.speakers import NO_SPEAKER, detect_speakers, smoothed, window_confidence, write_annotated
 
 CLIP_SECONDS = 4.0

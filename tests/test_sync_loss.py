@@ -1,7 +1,7 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from syncnet.models import build_model
 from syncnet.sync_loss import SyncLoss
@@ -76,9 +76,7 @@ def test_rgb_and_any_size_are_converted_in_graph(expert):
     rgb = np.random.default_rng(3).uniform(0, 1, (2, 5, 96, 96, 3)).astype(np.float32)
     gray = (rgb * [0.299, 0.587, 0.114]).sum(-1, keepdims=True)
     resized = tf.image.resize(gray.reshape(10, 96, 96, 1), (112, 112), method="bilinear")
-    direct = expert(
-        {"frames": tf.reshape(resized, (2, 5, 112, 112, 1)) * 255.0, "mfcc": mfcc_batch(2)}
-    )["probability"]
+    direct = expert({"frames": tf.reshape(resized, (2, 5, 112, 112, 1)) * 255.0, "mfcc": mfcc_batch(2)})["probability"]
     np.testing.assert_allclose(loss_fn.probability(rgb, mfcc_batch(2)), direct, rtol=1e-5)
 
 

@@ -14,15 +14,17 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from test_data import write_shard
 
 from syncnet import data
 from syncnet import hyperparameters as hp
 from syncnet.cli import main
 from syncnet.data import Segment
+from syncnet.loading import load_model, save_model
 from syncnet.models import build_model
-from syncnet.models.siamese import load_model, save_model
 from syncnet.train import TrainConfig, TrainingDiverged, train
-from test_data import write_shard
+
+pytestmark = pytest.mark.slow  # each test trains for real: 2-27 s
 
 REPO = Path(__file__).resolve().parents[1]
 SPEAKERS = ("A", "B", "C", "D", "E")
@@ -46,8 +48,20 @@ def write_learnable_shards(folder, speakers=SPEAKERS, seed=0, corrupt=False):
                 mfcc[:] = np.nan
             shard = f"shard-{number:05d}.tfrecord.gz"
             write_shard(folder / shard, [Segment(f"clip_{speaker}", speaker, 0, 0, crops, mfcc)], "tiny")
-            manifest.write(json.dumps({"video": f"clip_{speaker}.mp4", "clip": f"clip_{speaker}", "speaker": speaker,
-                                       "preset": "tiny", "status": "ok", "shard": shard, "track_frames": FRAMES}) + "\n")
+            manifest.write(
+                json.dumps(
+                    {
+                        "video": f"clip_{speaker}.mp4",
+                        "clip": f"clip_{speaker}",
+                        "speaker": speaker,
+                        "preset": "tiny",
+                        "status": "ok",
+                        "shard": shard,
+                        "track_frames": FRAMES,
+                    }
+                )
+                + "\n"
+            )
     return folder
 
 
@@ -57,8 +71,7 @@ def shards(tmp_path_factory):
 
 
 def config(shards, out, **overrides):
-    settings = dict(preset="tiny", epochs=2, steps_per_epoch=6, batch_size=8, learning_rate=3e-3, val_steps=2,
-                    val_speakers=["E"], vshift=4)
+    settings = dict(preset="tiny", epochs=2, steps_per_epoch=6, batch_size=8, learning_rate=3e-3, val_steps=2, val_speakers=["E"], vshift=4)
     return TrainConfig(str(shards), str(out), **{**settings, **overrides})
 
 
@@ -100,8 +113,22 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(shards, tmp_p
         train(config(poisoned, out, epochs=2, resume=True))
     assert (out / "last.keras").read_bytes() == good
 
-    code = main(["train", str(poisoned), "--out", str(tmp_path / "cli"), "--preset", "tiny", "--epochs", "1",
-                 "--steps-per-epoch", "2", "--val-speakers", "E"])
+    code = main(
+        [
+            "train",
+            str(poisoned),
+            "--out",
+            str(tmp_path / "cli"),
+            "--preset",
+            "tiny",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--val-speakers",
+            "E",
+        ]
+    )
     assert code == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert error[-1].startswith("syncnet train: loss became NaN/Inf")
@@ -130,7 +157,9 @@ def test_bad_options_are_one_line_errors(shards, tmp_path, capsys):
     assert "no video of Z" in capsys.readouterr().err
     assert main(["train", str(shards), "--out", str(tmp_path / "fresh"), "--resume"]) == 1
     assert "nothing to resume" in capsys.readouterr().err
-    assert main(["train", str(shards), "--out", str(tmp_path / "run"), "--loss", "multiway", "--batch-size", "12", "--group-size", "8"]) == 1
+    assert (
+        main(["train", str(shards), "--out", str(tmp_path / "run"), "--loss", "multiway", "--batch-size", "12", "--group-size", "8"]) == 1
+    )
     assert "multiple of --group-size" in capsys.readouterr().err
 
 
@@ -149,8 +178,9 @@ print("loss", logs["loss"])
 
 def test_mirrored_strategy_on_two_logical_cpus(shards, tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    run = subprocess.run([sys.executable, "-c", MIRRORED, str(shards), str(tmp_path / "run")],
-                         capture_output=True, text=True, env=env, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", MIRRORED, str(shards), str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=600
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert np.isfinite(float(run.stdout.split("loss")[-1]))
     assert keras.saving.load_model(tmp_path / "run" / "last.keras", compile=False).weights

@@ -9,8 +9,8 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-
 from synthetic import FACE_PNG, speech_audio, speech_envelope, write_clip, write_frames
+
 from syncnet import hyperparameters as hp
 from syncnet.video import MediaError, is_silent, load_audio, load_media
 

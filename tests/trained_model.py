@@ -12,13 +12,13 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-
 from synthetic import write_clip
+
 from syncnet import hyperparameters as hp
 from syncnet.audio import mfcc
 from syncnet.faces import crop_tracks, find_face_tracks
+from syncnet.loading import load_model
 from syncnet.models import SyncNet, build_model
-from syncnet.models.siamese import load_model
 from syncnet.video import load_media
 
 TRAIN_SEEDS = (101, 102, 103, 104, 105)  # tests score clips of other seeds: held-out speech

@@ -46,12 +46,8 @@ class SyncHead(keras.layers.Layer):
     def build(self, input_shape):
         # softplus^-1(initial_scale), so the scale starts at exactly `initial_scale`.
         raw = float(ops.convert_to_numpy(ops.log(ops.expm1(self.initial_scale))))
-        self.raw_scale = self.add_weight(
-            name="raw_scale", shape=(), initializer=keras.initializers.Constant(raw)
-        )
-        self.bias = self.add_weight(
-            name="bias", shape=(), initializer=keras.initializers.Constant(self.initial_bias)
-        )
+        self.raw_scale = self.add_weight(name="raw_scale", shape=(), initializer=keras.initializers.Constant(raw))
+        self.bias = self.add_weight(name="bias", shape=(), initializer=keras.initializers.Constant(self.initial_bias))
 
     @property
     def scale(self):

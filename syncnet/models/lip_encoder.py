@@ -26,6 +26,7 @@ from pathlib import Path
 import keras
 
 from .. import hyperparameters as hp
+from ..errors import UserError
 
 VVADLRS3_INSTALL = "pip install --no-deps vvadlrs3==0.2.0"
 VVADLRS3_FILE = "bestLipEndToEnd.h5"
@@ -44,9 +45,7 @@ LAST_LAYER = "conv_pw_11_relu"
 def build_lip_encoder() -> keras.Model:
     """(n, 50, 100, 3) RGB lip crops, 0..255 -> (n, 3, 6, 512) MobileNet features (ReLU6: 0..6), the
     network cut after LAST_LAYER. Untrained: `load_vvadlrs3_weights` gives it vvadlrs3's weights."""
-    mobilenet = keras.applications.MobileNet(
-        input_shape=(hp.LIP_CROP_HEIGHT, hp.LIP_CROP_WIDTH, 3), include_top=False, weights=None
-    )
+    mobilenet = keras.applications.MobileNet(input_shape=(hp.LIP_CROP_HEIGHT, hp.LIP_CROP_WIDTH, 3), include_top=False, weights=None)
     return keras.Model(mobilenet.input, mobilenet.get_layer(LAST_LAYER).output, name="lip_encoder")
 
 
@@ -74,7 +73,7 @@ def load_vvadlrs3_weights(encoder: keras.Model, path=None) -> int:
                 continue
             kind = type(layer).__name__
             if layer.name not in group or kind not in _WEIGHT_ORDER:
-                raise ValueError(f"{path} has no weights for the encoder's layer {layer.name} ({kind})")
+                raise UserError(f"{path} has no weights for the encoder's layer {layer.name} ({kind})")
             arrays = [group[layer.name][f"{name}:0"][()] for name in _WEIGHT_ORDER[kind]]
             layer.set_weights(arrays)  # raises on a shape mismatch
             loaded += 1

@@ -11,7 +11,7 @@ from .. import hyperparameters as hp
 class ContrastiveLoss(keras.losses.Loss):
     """Chung & Zisserman's loss on the embedding distance d for labels y (1 = in sync):
 
-        y * d^2 + (1 - y) * max(margin - d, 0)^2, halved and averaged over the batch.
+    y * d^2 + (1 - y) * max(margin - d, 0)^2, halved and averaged over the batch.
     """
 
     def __init__(self, margin: float = hp.CONTRASTIVE_MARGIN, name="contrastive", **kwargs):

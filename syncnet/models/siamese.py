@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from .. import hyperparameters as hp
+from ..errors import UserError
 from .layers import L2Distance, SyncHead
 from .lip_encoder import build_lip_encoder, load_vvadlrs3_weights
 from .towers import LIP_FEATURE_SCALE, build_audio_tower, build_visual_tower
@@ -136,13 +137,13 @@ class SyncNet(keras.Model):
 
     def get_config(self):
         return {
+            **super().get_config(),  # name, trainable, dtype policy (mixed_float16 survives a reload)
             "visual_input": self.visual_input,
             "width": self.width,
             "audio_width": self.audio_width,
             "embedding_dim": self.embedding_dim,
             "bn_epsilon": self.bn_epsilon,
             "preset": self.preset,
-            "name": self.name,
         }
 
 
@@ -155,10 +156,9 @@ def check_shape(name: str, tensor, expected: tuple, wanted: str | None = None):
     if wanted is None:
         wanted = "(" + ", ".join("batch" if d is None else str(d) for d in expected) + ")"
     if len(shape) != len(expected) or any(
-        want is not None and have is not None and int(have) != want
-        for have, want in zip(shape, expected)
+        want is not None and have is not None and int(have) != want for have, want in zip(shape, expected)
     ):
-        raise ValueError(f"{name} must have shape {wanted}, got {tuple(shape)}")
+        raise UserError(f"{name} must have shape {wanted}, got {tuple(shape)}")
 
 
 def build_frame_encoder() -> keras.Sequential:
@@ -173,110 +173,8 @@ def build_model(preset: str = "paper") -> SyncNet:
     """A new SyncNet of a preset ('paper', 'lips', 'syncnet_v2' or 'tiny'), untrained but for the
     `lips` preset's frame encoder, which gets vvadlrs3's weights (the package must be installed)."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     model = SyncNet(**PRESETS[preset], preset=preset, name=f"syncnet_{preset}")
     if model.frame_encoder is not None:
         load_vvadlrs3_weights(model.frame_encoder.layers[0])
-    return model
-
-
-DEFAULT_MODEL = "default"
-
-
-def default_model_path():
-    """The expert shipped inside the package (see syncnet/weights/MODEL_CARD.md)."""
-    from importlib.resources import files
-
-    return files("syncnet") / "weights" / "paper.keras"
-
-
-def default_calibration_path():
-    """The shipped expert's verdict, fitted by `syncnet calibrate` on speakers it never trained on."""
-    from importlib.resources import files
-
-    return files("syncnet") / "weights" / "paper.calibration.json"
-
-
-def save_model(model: SyncNet, path, *, float16_weights: bool = False):
-    """Write `model` to a `.keras` file atomically (a temp file beside it, then a rename).
-
-    `float16_weights` stores the weights as float16 (half the size; loading casts them back to
-    float32, a relative change of ~1e-3 in the distances) - how the shipped expert is stored.
-    """
-    import os
-
-    from ..files import atomic_output
-
-    path = os.fspath(path)
-    if not path.endswith(".keras"):
-        raise ValueError(f"model files end in .keras, got {path}")
-    with atomic_output(path) as temporary:
-        model.save(temporary)
-        if float16_weights:
-            _store_weights_as_float16(temporary)
-
-
-def _store_weights_as_float16(keras_file: str):
-    """Rewrite the weights inside a .keras zip as float16 (a fresh HDF5 file: deleting
-    datasets in place would not shrink it)."""
-    import io
-    import zipfile
-
-    import h5py
-    import numpy as np
-
-    with zipfile.ZipFile(keras_file) as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
-    compact = io.BytesIO()
-    with h5py.File(io.BytesIO(members["model.weights.h5"]), "r") as src, h5py.File(compact, "w") as dst:
-
-        def copy(group_in, group_out):
-            group_out.attrs.update(group_in.attrs)
-            for key, item in group_in.items():
-                if isinstance(item, h5py.Group):
-                    copy(item, group_out.create_group(key))
-                else:
-                    data = item[()]
-                    if data.dtype == np.float32:
-                        data = data.astype(np.float16)
-                    group_out.create_dataset(key, data=data).attrs.update(item.attrs)
-
-        copy(src, dst)
-    members["model.weights.h5"] = compact.getvalue()
-    with zipfile.ZipFile(keras_file, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
-
-
-def load_model(name_or_path: str | None = None) -> SyncNet:
-    """Load a SyncNet: the shipped default expert (no argument or "default") or a `.keras` file.
-
-    Converted syncnet_python weights are such a file (`syncnet convert-weights`).
-    """
-    import os
-
-    if name_or_path in (None, DEFAULT_MODEL):
-        path = default_model_path()
-        if not path.is_file():
-            raise FileNotFoundError(
-                "the default model is not installed with this package; pass a .keras file "
-                "(syncnet train / syncnet convert-weights make one)"
-            )
-        path = str(path)
-    else:
-        path = os.fspath(name_or_path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"model file not found: {path}")
-        if not path.endswith(".keras"):
-            raise ValueError(f"expected a .keras model file, got {path}")
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as error:  # a zip that is not a Keras model, a truncated file, ...
-        raise ValueError(f"cannot load {path} as a SyncNet model: {error}".splitlines()[0]) from None
-    if not isinstance(model, SyncNet):
-        raise ValueError(f"{path} holds a {type(model).__name__}, not a SyncNet model")
-    if name_or_path in (None, DEFAULT_MODEL) and default_calibration_path().is_file():
-        from ..calibration import load_calibration
-
-        model.calibration = load_calibration(default_calibration_path())
     return model

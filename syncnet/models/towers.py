@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from .. import hyperparameters as hp
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,7 @@ def conv_stack(plan, width: float, bn_epsilon: float, name: str) -> list:
                     strides=step.strides,
                     name=f"{name}_conv{conv_index}",
                 ),
-                keras.layers.BatchNormalization(
-                    epsilon=bn_epsilon, momentum=0.9, name=f"{name}_bn{conv_index}"
-                ),
+                keras.layers.BatchNormalization(epsilon=bn_epsilon, momentum=0.9, name=f"{name}_bn{conv_index}"),
                 keras.layers.ReLU(),
             ]
             conv_index += 1
@@ -173,9 +172,7 @@ def build_lip_feature_tower(width: float, embedding_dim: int, bn_epsilon: float)
     )
 
 
-def build_visual_tower(
-    visual_input: str, width: float, embedding_dim: int, bn_epsilon: float
-) -> keras.Sequential:
+def build_visual_tower(visual_input: str, width: float, embedding_dim: int, bn_epsilon: float) -> keras.Sequential:
     """(batch, 5, H, W, C) frames with pixel values in [0, 255] -> (batch, embedding_dim).
 
     `visual_input="mouth"`: 112 x 112 grayscale mouth crops, pixels rescaled to [-1, 1] and
@@ -194,7 +191,7 @@ def build_visual_tower(
     elif visual_input == "face":
         size, channels, plan, stem = hp.FACE_CROP_SIZE, 3, FACE_PLAN_2D, []
     else:
-        raise ValueError(f"visual_input must be 'mouth', 'face' or 'lips', got {visual_input!r}")
+        raise UserError(f"visual_input must be 'mouth', 'face' or 'lips', got {visual_input!r}")
     layers = [
         keras.Input((frames, size, size, channels)),
         keras.layers.Permute((2, 3, 1, 4)),  # (H, W, frames, C)

@@ -1,0 +1,153 @@
+"""Loading and saving SyncNet models, and the shipped expert: the one place that knows where
+files live and how weights are stored.
+
+    model = load_model()                    # the expert shipped in the package, with its calibration
+    model = load_model("runs/best.keras")   # any .keras SyncNet (trained, converted)
+    save_model(model, "expert.keras", float16_weights=True)
+
+`resolve_model` and `resolve_calibration` turn what a caller may pass (a SyncNet or a path or None;
+a Calibration or a path or None) into the objects, for every command and library function.
+"""
+
+import contextlib
+import os
+import warnings
+from typing import TYPE_CHECKING
+
+from .calibration import Calibration, load_calibration
+from .errors import UserError
+from .files import atomic_output
+
+# Keras (TensorFlow: seconds) is imported inside the functions that need a model, so that a command
+# can resolve a calibration and check its inputs before paying for it.
+if TYPE_CHECKING:
+    from .models.siamese import SyncNet
+
+KERAS_NUMPY2_WARNING = "__array__ implementation doesn't accept a copy keyword"
+
+DEFAULT_MODEL = "default"
+
+
+def default_model_path():
+    """The expert shipped inside the package (see syncnet/weights/MODEL_CARD.md)."""
+    from importlib.resources import files
+
+    return files("syncnet") / "weights" / "paper.keras"
+
+
+def default_calibration_path():
+    """The shipped expert's verdict, fitted by `syncnet calibrate` on speakers it never trained on."""
+    from importlib.resources import files
+
+    return files("syncnet") / "weights" / "paper.calibration.json"
+
+
+def save_model(model, path, *, float16_weights: bool = False):
+    """Write `model` to a `.keras` file atomically (a temp file beside it, then a rename).
+
+    `float16_weights` stores the weights as float16 (half the size; loading casts them back to
+    float32, a relative change of ~1e-3 in the distances) - how the shipped expert is stored.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise UserError(f"model files end in .keras, got {path}")
+    with atomic_output(path) as temporary, _quiet_keras():
+        model.save(temporary)
+        if float16_weights:
+            _store_weights_as_float16(temporary)
+
+
+def _store_weights_as_float16(keras_file: str):
+    """Rewrite the weights inside a .keras zip as float16 (a fresh HDF5 file: deleting
+    datasets in place would not shrink it)."""
+    import io
+    import zipfile
+
+    import h5py
+    import numpy as np
+
+    with zipfile.ZipFile(keras_file) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    compact = io.BytesIO()
+    with h5py.File(io.BytesIO(members["model.weights.h5"]), "r") as src, h5py.File(compact, "w") as dst:
+
+        def copy(group_in, group_out):
+            group_out.attrs.update(group_in.attrs)
+            for key, item in group_in.items():
+                if isinstance(item, h5py.Group):
+                    copy(item, group_out.create_group(key))
+                else:
+                    data = item[()]
+                    if data.dtype == np.float32:
+                        data = data.astype(np.float16)
+                    group_out.create_dataset(key, data=data).attrs.update(item.attrs)
+
+        copy(src, dst)
+    members["model.weights.h5"] = compact.getvalue()
+    with zipfile.ZipFile(keras_file, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+
+
+def load_model(name_or_path: str | os.PathLike | None = None) -> "SyncNet":
+    """Load a SyncNet: the shipped default expert (no argument or "default") or a `.keras` file.
+
+    Converted syncnet_python weights are such a file (`syncnet convert-weights`). The shipped expert
+    comes with its calibration as `model.calibration` (the in-sync / tampered verdict and the
+    `syncnet speakers` threshold); a calibration does not travel inside a `.keras` file: keep the
+    JSON `syncnet calibrate` writes beside it and pass it (`--calibration`, `calibration=`).
+    """
+    if name_or_path in (None, DEFAULT_MODEL):
+        path = default_model_path()
+        if not path.is_file():
+            raise FileNotFoundError(
+                "the default model is not installed with this package; pass a .keras file "
+                "(syncnet train / syncnet convert-weights make one)"
+            )
+        path = str(path)
+    else:
+        path = os.fspath(name_or_path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"model file not found: {path}")
+        if not path.endswith(".keras"):
+            raise UserError(f"expected a .keras model file, got {path}")
+    import keras
+
+    from .models.siamese import SyncNet
+
+    try:
+        with _quiet_keras():
+            model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # a zip that is not a Keras model, a truncated file, ...
+        raise UserError(f"cannot load {path} as a SyncNet model: {error}".splitlines()[0]) from None
+    if not isinstance(model, SyncNet):
+        raise UserError(f"{path} holds a {type(model).__name__}, not a SyncNet model")
+    if name_or_path in (None, DEFAULT_MODEL) and default_calibration_path().is_file():
+        model.calibration = load_calibration(default_calibration_path())
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_keras():
+    """Keras 3 reads and writes its weights with np.array(tensor), which NumPy 2 answers with a
+    DeprecationWarning per weight (TensorFlow's tensors lack `__array__(copy=)`): dozens a save,
+    none of them ours to fix. Silenced here, where they arise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", KERAS_NUMPY2_WARNING, DeprecationWarning)
+        yield
+
+
+def resolve_model(model: "SyncNet | str | os.PathLike | None") -> tuple["SyncNet", str]:
+    """(the SyncNet, its name in results) for a SyncNet, a .keras path, or None (the shipped expert)."""
+    from .models.siamese import SyncNet
+
+    if isinstance(model, SyncNet):
+        return model, model.name
+    return load_model(model), DEFAULT_MODEL if model is None else os.fspath(model)
+
+
+def resolve_calibration(calibration: Calibration | str | os.PathLike | None) -> Calibration | None:
+    """A Calibration, or the path of one, or None."""
+    if calibration is None or isinstance(calibration, Calibration):
+        return calibration
+    return load_calibration(calibration)
