@@ -18,7 +18,7 @@ import numpy as np
 from . import hyperparameters as hp
 from .calibration import DEFAULT_SWAPS, SCORES, Calibration, fit_calibration, save_calibration, score_value
 from .embedding import progress_bar
-from .errors import UserError
+from .errors import UserError, one_line
 from .files import check_writable
 
 
@@ -56,7 +56,7 @@ def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift
         try:
             clips.append(embed_media(load_media(video), model, vshift=vshift, every_audio_window=True))
         except (ValueError, OSError) as error:  # MediaError is a ValueError
-            skipped.append(f"{video}: {str(error).strip().splitlines()[0]}")
+            skipped.append(f"{video}: {one_line(error)}")
     if len(clips) < 2:
         raise UserError(f"need at least 2 usable real clips, got {len(clips)} of {len(videos)}" + (f" ({skipped[0]})" if skipped else ""))
 

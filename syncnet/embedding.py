@@ -18,7 +18,6 @@ import numpy as np
 from . import hyperparameters as hp
 from .errors import UserError
 
-SAMPLES_PER_FRAME = hp.AUDIO_SAMPLE_RATE // hp.VIDEO_FPS  # 640
 BATCH_WINDOWS = 64  # windows per tower call
 
 
@@ -53,7 +52,7 @@ def plan_tracks(media, vshift: int, progress: bool = False) -> TrackPlans:
     path = media.path
     if is_silent(media.audio):
         raise UserError(f"{path}: the audio is silent")
-    audio_frames = len(media.audio) // SAMPLES_PER_FRAME
+    audio_frames = len(media.audio) // hp.SAMPLES_PER_FRAME
     if min(media.num_frames, audio_frames) < hp.WINDOW_FRAMES + 1:
         raise UserError(
             f"{path}: too short: {min(media.num_frames, audio_frames)} frames of video with audio, need at least {hp.WINDOW_FRAMES + 1}"
@@ -62,7 +61,7 @@ def plan_tracks(media, vshift: int, progress: bool = False) -> TrackPlans:
     tracking = find_face_tracks(progress_bar(media.frames(gray=True), media.num_frames, "faces", progress))
     if not tracking.tracks:
         raise UserError(f"{path}: no face found")
-    warnings, plans = list(media.warnings), {}  # the decoder's first
+    warnings, plans = list(getattr(media, "warnings", ())), {}  # the decoder's first (optional: see MediaLike)
     for track in tracking.tracks:
         # syncnet_python cuts each track's audio to the track: it scores min(track, audio) frames
         num_frames = min(track.end - track.start, audio_frames - track.start)
@@ -227,6 +226,26 @@ def embed_media(
     for plan in planned.plans.values():
         plan.frame_embeddings = np.concatenate(plan.frame_embeddings)
     return VideoEmbeddings(media, planned.tracks, planned.plans, audio, planned.warnings)
+
+
+def segment_embeddings(model, crops: np.ndarray, mfcc: np.ndarray, batch_size: int = BATCH_WINDOWS):
+    """Embeddings of every 5-frame window of a shard segment's crops (or frame-encoder features) and
+    of its aligned 20-step MFCC window, through the compiled towers as `embed_media` sends them.
+
+    crops: (n, H, W[, C]) uint8 as shards hold them; mfcc: (13, >= 4 n + 16). Returns two (n - 4, d) arrays.
+    """
+    towers = compiled_towers(model)
+    if crops.ndim == 3:
+        crops = crops[..., None]
+    count = len(crops) - hp.WINDOW_FRAMES + 1
+    frames, audio = [], []
+    for start in range(0, count, batch_size):
+        indices = range(start, min(start + batch_size, count))
+        windows = np.stack([crops[i : i + hp.WINDOW_FRAMES] for i in indices]).astype(np.float32)
+        steps = np.stack([mfcc[:, hp.MFCC_STEPS_PER_FRAME * i : hp.MFCC_STEPS_PER_FRAME * i + hp.WINDOW_MFCC_STEPS] for i in indices])
+        frames.append(towers.embed_features(windows).numpy())
+        audio.append(towers.embed_audio(steps.astype(np.float32)).numpy())
+    return np.concatenate(frames), np.concatenate(audio)
 
 
 def progress_bar(frames, total, description, enabled):

@@ -19,30 +19,12 @@ import numpy as np
 from . import data
 from . import hyperparameters as hp
 from .calibration import roc_auc
+from .embedding import segment_embeddings
 from .errors import UserError
 from .loading import load_model
 from .models.siamese import SyncNet
 
 PAIR_BATCH = 64
-
-
-def window_embeddings(model: SyncNet, crops: np.ndarray, mfcc: np.ndarray, batch: int = 64):
-    """Embeddings of every 5-frame window of a shard segment's crops (or frame-encoder features)
-    and of its aligned 20-step MFCC window.
-
-    crops: (n, H, W[, C]) uint8 as shards hold them; mfcc: (13, >= 4 n + 16). Returns two (n - 4, d) arrays.
-    """
-    if crops.ndim == 3:
-        crops = crops[..., None]
-    count = len(crops) - hp.WINDOW_FRAMES + 1
-    frames, audio = [], []
-    for start in range(0, count, batch):
-        idx = np.arange(start, min(start + batch, count))
-        windows = np.stack([crops[i : i + hp.WINDOW_FRAMES] for i in idx]).astype(np.float32)
-        steps = np.stack([mfcc[:, 4 * i : 4 * i + hp.WINDOW_MFCC_STEPS] for i in idx]).astype(np.float32)
-        frames.append(model.embed_features(windows).numpy())
-        audio.append(model.embed_audio(steps).numpy())
-    return np.concatenate(frames), np.concatenate(audio)
 
 
 def offset_accuracy(model: SyncNet, segments, vshift: int = hp.VSHIFT, averages=(1, 15), tolerance=1):
@@ -55,7 +37,7 @@ def offset_accuracy(model: SyncNet, segments, vshift: int = hp.VSHIFT, averages=
     hits = {k: 0 for k in averages}
     totals = {k: 0 for k in averages}
     for crops, mfcc in segments:
-        visual, audio = window_embeddings(model, crops, mfcc)
+        visual, audio = segment_embeddings(model, crops, mfcc)
         n = len(visual)
         if n < 2 * vshift + 1:
             continue

@@ -7,6 +7,7 @@ frame spans 4 MFCC steps and a 5-frame window (0.2 s) spans 20 MFCC steps.
 # --- Media timing -----------------------------------------------------------------------------
 VIDEO_FPS = 25
 AUDIO_SAMPLE_RATE = 16000
+SAMPLES_PER_FRAME = AUDIO_SAMPLE_RATE // VIDEO_FPS  # 640
 MFCC_RATE = 100  # MFCC columns per second (10 ms step)
 MFCC_STEPS_PER_FRAME = MFCC_RATE // VIDEO_FPS  # 4
 

@@ -44,7 +44,6 @@ DEFAULT_WINDOW = 8  # chunks in the rolling offset
 MAX_REWIND_SECONDS = 30  # HLS restarts up to 3 segments back: a stream no further behind has the same clock
 FIRST_RETRY_DELAY = 1.0  # s, doubled at every failed attempt
 MAX_RETRY_DELAY = 30.0
-SAMPLES_PER_FRAME = hp.AUDIO_SAMPLE_RATE // hp.VIDEO_FPS
 
 # Verdicts, one per chunk
 IN_SYNC = "in sync"
@@ -226,7 +225,7 @@ def _read_connection(source, chunk_frames, clock: _Clock, unread: float, timeout
 
 def _sample(slot: int) -> int:
     """The audio sample at the time of a 25 fps slot."""
-    return slot * SAMPLES_PER_FRAME
+    return slot * hp.SAMPLES_PER_FRAME
 
 
 def _reason(error) -> str:

@@ -47,19 +47,18 @@ from tqdm import tqdm
 from . import hyperparameters as hp
 from .audio import mfcc_in_chunks
 from .data import COMPRESSION, MANIFEST, MFCC_TAIL, Segment, crop_shape, encode_segment, holds_pixels, read_manifest
-from .embedding import compiled_towers
-from .errors import UserError
-from .evaluation import window_embeddings
+from .embedding import compiled_towers, segment_embeddings
+from .errors import UserError, one_line
 from .faces import crop_tracks, find_face_tracks, frames_to_crop
+from .files import atomic_output
 from .loading import load_model
 from .models.lip_encoder import VVADLRS3_INSTALL, vvadlrs3_weights_path
 from .models.siamese import PRESETS, build_model
 from .models.towers import lip_feature_codes
 from .offsets import IN_SYNC_MAX_OFFSET, score_windows, search_offset
-from .video import VIDEO_SUFFIXES, Media, MediaError, is_silent, load_media
+from .video import VIDEO_SUFFIXES, Media, MediaError, is_frame_folder, is_silent, load_media
 
 MAX_SEGMENT_FRAMES = 250  # 10 s: longer tracks are split evenly, so no example gets huge
-SAMPLES_PER_FRAME = hp.AUDIO_SAMPLE_RATE // hp.VIDEO_FPS  # 640
 SHARD_NAME = "shard-{:05d}.tfrecord.gz"
 SUMMARY = "summary.json"
 
@@ -146,7 +145,7 @@ def preprocess_video(path, preset: str = "paper", audio_path=None, *, clip: str 
     if is_silent(media.audio):
         raise MediaError(f"{path}: the audio is silent")
     # Frames whose 1/25 s of audio is all there; past them a window would pair lips with padding.
-    usable_frames = min(media.num_frames, len(media.audio) // SAMPLES_PER_FRAME)
+    usable_frames = min(media.num_frames, len(media.audio) // hp.SAMPLES_PER_FRAME)
     if usable_frames < hp.WINDOW_FRAMES:
         raise MediaError(f"{path}: only {usable_frames} frames with audio; need at least {hp.WINDOW_FRAMES}")
 
@@ -158,7 +157,7 @@ def preprocess_video(path, preset: str = "paper", audio_path=None, *, clip: str 
 
     # Every frame's 20 columns, the last ones over zero padding where the audio stops short.
     columns = hp.MFCC_STEPS_PER_FRAME * usable_frames + MFCC_TAIL
-    samples_needed = SAMPLES_PER_FRAME // hp.MFCC_STEPS_PER_FRAME * (columns - 1) + int(hp.MFCC_WINDOW_SECONDS * hp.AUDIO_SAMPLE_RATE)
+    samples_needed = hp.SAMPLES_PER_FRAME // hp.MFCC_STEPS_PER_FRAME * (columns - 1) + int(hp.MFCC_WINDOW_SECONDS * hp.AUDIO_SAMPLE_RATE)
     audio = np.zeros(samples_needed, np.float32)
     audio[: min(len(media.audio), samples_needed)] = media.audio[:samples_needed]
     coefficients = mfcc_in_chunks(audio)[:, :columns]
@@ -191,7 +190,7 @@ class SyncFilter:
             raise UserError(
                 f"--model {self.model} reads {model.feature_shape[1:]} per frame, the preset's shards hold {segment.crops.shape[1:]}"
             )
-        frame_embeddings, audio_embeddings = window_embeddings(model, segment.crops, segment.mfcc)
+        frame_embeddings, audio_embeddings = segment_embeddings(model, segment.crops, segment.mfcc)
         vshift = min(hp.VSHIFT, len(frame_embeddings) - 1)
         if vshift < 1:
             return False  # too short to tell an offset
@@ -268,8 +267,7 @@ def process_job(job: Job) -> dict:
 
 def _reason(error: BaseException, path) -> str:
     """The error's first line without the leading 'PATH: ' (the manifest line names the video)."""
-    text = (str(error).strip() or type(error).__name__).splitlines()[0]
-    return text.removeprefix(f"{path}: ")
+    return one_line(error).removeprefix(f"{path}: ")
 
 
 # --- A folder --------------------------------------------------------------------------------------
@@ -288,7 +286,7 @@ def find_inputs(input_dir) -> list[tuple[Path, Path | None]]:
     for folder, subfolders, files in os.walk(input_dir):
         folder = Path(folder)
         subfolders.sort()
-        if folder != input_dir and any(re.fullmatch(r"\d+(\.jpe?g)?", name, re.IGNORECASE) for name in files):
+        if folder != input_dir and is_frame_folder(folder):
             subfolders.clear()  # a frame folder is one video
             wavs = sorted(folder.glob("*.wav"))
             vidtimit_audio = folder.parent.parent / "audio" / f"{folder.name}.wav"
@@ -453,9 +451,8 @@ def write_summary(output_dir) -> dict:
         "skipped": dict(Counter(_reason_kind(entry["reason"]) for entry in entries if entry["status"] == "skipped").most_common()),
         "errors": {entry["video"]: entry["reason"] for entry in entries if entry["status"] == "error"},
     }
-    temporary = Path(output_dir) / f".{SUMMARY}.tmp"
-    temporary.write_text(json.dumps(summary, indent=1) + "\n")
-    os.replace(temporary, Path(output_dir) / SUMMARY)
+    with atomic_output(Path(output_dir) / SUMMARY) as temporary:
+        Path(temporary).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
 

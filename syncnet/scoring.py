@@ -40,7 +40,7 @@ from .errors import UserError, one_line
 from .files import atomic_output, check_writable
 from .loading import resolve_calibration, resolve_model
 from .offsets import IN_SYNC_MIN_CONFIDENCE, Verdict, score_windows, search_offset
-from .video import VIDEO_SUFFIXES, MediaError, MediaLike, check_exists, load_media
+from .video import VIDEO_SUFFIXES, MediaError, MediaLike, check_exists, is_frame_folder, load_media
 
 if TYPE_CHECKING:
     from .calibration import Calibration
@@ -400,18 +400,13 @@ def find_videos(inputs):
     """Paths to score: files as given, folders searched recursively for video suffixes (sorted).
     A folder without any video yields an error result, so it shows in the report."""
     for entry in map(Path, inputs):
-        if not entry.is_dir() or _is_frame_folder(entry):
+        if not entry.is_dir() or is_frame_folder(entry):
             yield str(entry)
             continue
         found = sorted(path for path in entry.rglob("*") if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file())
         if not found:
             yield ScoreResult(video=str(entry), model="", status="error", error=f"{entry}: no video files in this folder")
         yield from map(str, found)
-
-
-def _is_frame_folder(folder: Path) -> bool:
-    """A VidTIMIT sequence (numbered JPEG frames + a WAV) is one video, not a folder of videos."""
-    return any(folder.glob("*.wav")) and any(path.name.split(".")[0].isdigit() for path in folder.iterdir())
 
 
 def _plot_paths(plot, videos) -> dict:

@@ -59,7 +59,7 @@ class MediaLike(Protocol):
     path: str  # a name for messages
     audio: np.ndarray  # 16 kHz mono float32 in [-1, 1], sample 0 at frame 0
     num_frames: int  # 25 fps frames
-    warnings: tuple[str, ...]  # what may lower trust in its scores
+    warnings: tuple[str, ...]  # what may lower trust in its scores (optional: none when absent)
 
     def frames(self, gray: bool = False) -> Iterator[np.ndarray]:
         """A fresh iterator of uint8 frames at 25 fps: RGB (H, W, 3), or with gray their luma (H, W)."""
@@ -389,12 +389,20 @@ def _place_at(audio: np.ndarray, audio_start, start_time) -> np.ndarray:
     return audio[-offset:]
 
 
+def is_frame_folder(folder) -> bool:
+    """A VidTIMIT sequence - a folder of numbered JPEG frames - is one video, not a folder of videos."""
+    return bool(_frame_files(Path(folder)))
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    """The folder's frames named 001, 002, ... (or 001.jpg, ...), in number order."""
+    numbered = (file for file in folder.iterdir() if re.fullmatch(r"\d+(\.jpe?g)?", file.name, re.IGNORECASE))
+    return sorted(numbered, key=lambda file: int(file.name.split(".")[0]))
+
+
 def _load_frame_folder(folder: Path, audio_path) -> Media:
     """A VidTIMIT sequence: frames named 001, 002, ... (or 001.jpg, ...) at 25 fps, plus a WAV."""
-    frame_files = sorted(
-        (file for file in folder.iterdir() if re.fullmatch(r"\d+(\.jpe?g)?", file.name, re.IGNORECASE)),
-        key=lambda file: int(file.name.split(".")[0]),
-    )
+    frame_files = _frame_files(folder)
     if not frame_files:
         raise MediaError(f"{folder}: a folder, but with no numbered JPEG frames (001, 002, ... or 001.jpg, ...)")
     if audio_path is None:
