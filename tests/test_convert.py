@@ -183,7 +183,6 @@ def test_score_video_with_the_converted_model_matches_syncnet_python(syncnet_pyt
     from synthetic import write_clip
 
     from syncnet.audio import mfcc
-    from syncnet.embedding import SAMPLES_PER_FRAME
     from syncnet.faces import crop_tracks, find_face_tracks
     from syncnet.scoring import score_video
     from syncnet.video import load_media
@@ -201,7 +200,7 @@ def test_score_video_with_the_converted_model_matches_syncnet_python(syncnet_pyt
     tracks = find_face_tracks(media.frames(gray=True)).tracks  # as score_video tracks them
     assert len(tracks) == 1 and (tracks[0].start, tracks[0].end) == (0, media.num_frames)
     crops = np.stack([crop[tracks[0].track_id] for _, crop in crop_tracks(media.frames(), tracks, "face")])
-    last_frame = min(len(crops), len(media.audio) // SAMPLES_PER_FRAME) - hp.WINDOW_FRAMES
+    last_frame = min(len(crops), len(media.audio) // hp.SAMPLES_PER_FRAME) - hp.WINDOW_FRAMES
     video = torch.from_numpy(np.ascontiguousarray(crops[..., ::-1].transpose(3, 0, 1, 2)).astype(np.float32))[None]
     coefficients = torch.from_numpy(mfcc(media.audio).numpy())[None, None]
     steps = [hp.MFCC_STEPS_PER_FRAME * v for v in range(last_frame)]

@@ -22,7 +22,6 @@ from syncnet.scoring import score_video
 from syncnet.video import MediaError, load_media
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES_PER_FRAME = hp.AUDIO_SAMPLE_RATE // hp.VIDEO_FPS
 TEST_SEED = 6  # held-out speech for the trained tiny model
 
 
@@ -59,7 +58,7 @@ def test_explicit_offset_shifts_pcm_audio_by_exactly_that_many_frames(tmp_path, 
 
     before, after = load_media(clip).audio, load_media(fixed).audio
     assert len(after) == len(before)
-    shift = abs(offset) * SAMPLES_PER_FRAME
+    shift = abs(offset) * hp.SAMPLES_PER_FRAME
     if offset >= 0:  # delayed: silence, then the audio from its start
         expected = np.concatenate([np.zeros(shift, np.float32), before[: len(before) - shift]])
     else:  # advanced: the audio from `shift` on, then silence
@@ -90,7 +89,7 @@ def test_in_every_container_the_audio_moves_by_the_offset_and_the_video_stays(tm
     fixed = tmp_path / f"fixed{suffix}"
     shift_audio(clip, fixed, offset)
     assert video_packets(fixed) == video_packets(clip)
-    assert audio_lag(load_media(fixed).audio, load_media(clip).audio) == offset * SAMPLES_PER_FRAME
+    assert audio_lag(load_media(fixed).audio, load_media(clip).audio) == offset * hp.SAMPLES_PER_FRAME
 
 
 def test_refuses_to_overwrite_its_input_by_any_path(tmp_path):
@@ -148,8 +147,8 @@ def test_fixing_a_real_clip_moves_its_audio_by_exactly_the_offset(tmp_path):
     assert video_packets(fixed) == video_packets(delayed)
     lag_before = audio_lag(load_media(delayed).audio, load_media(reference).audio)
     lag_after = audio_lag(load_media(fixed).audio, load_media(reference).audio)
-    assert lag_before == 12 * SAMPLES_PER_FRAME + 1105
-    assert lag_after == lag_before - 12 * SAMPLES_PER_FRAME
+    assert lag_before == 12 * hp.SAMPLES_PER_FRAME + 1105
+    assert lag_after == lag_before - 12 * hp.SAMPLES_PER_FRAME
 
 
 def audio_lag(audio, reference) -> int:

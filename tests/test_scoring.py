@@ -387,3 +387,26 @@ def test_default_model_finds_the_shared_clips_offsets(delay, expected):
     result = score_video(clip)
     assert result.status == "ok", result.error
     assert abs(result.offset_frames - expected) <= 1
+
+
+def test_short_tracks_and_file_names_in_other_scripts_print_no_library_warnings():
+    """A clean run prints results only: no scipy 'kernel_size exceeds volume extent' for a track
+    with fewer windows than the 9-frame median filter, no matplotlib 'Glyph missing' for a CJK title."""
+    import io
+    import warnings
+
+    from syncnet.scoring import ScoreResult, TrackScore, plot_result
+
+    distances = np.random.default_rng(0).random((4, 31)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        search = search_offset(distances)
+        track = TrackScore(
+            track_id=0, start_frame=0, num_frames=9, vshift=15, offset_frames=search.offset, min_dist=search.min_dist,
+            confidence=search.confidence, sync_probability=0.5, sync_probability_at_zero=0.5, in_sync=False,
+            verdict_reason="LSE-C 0.10 <= 1.5", tampered=None, mean_distance=search.mean_distance,
+            frame_confidence=search.frame_confidence,
+        )  # fmt: skip
+        png = io.BytesIO()
+        plot_result(ScoreResult(video="会議の録画.mp4", model="tiny", tracks=[track]), png)
+    assert len(search.frame_confidence) == 4 and png.getvalue().startswith(b"\x89PNG")
