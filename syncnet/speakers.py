@@ -7,8 +7,8 @@ SyncNet used the way syncnet_python's demo (and TalkNet's SyncNet baseline) use 
 track is compared with the same audio, window by window, and the face whose lips match the sound
 speaks.
 
-1. Each track's 5-frame windows and the audio windows are embedded once (`embed_video`) and compared
-   at offsets -vshift..vshift (`scoring.score_windows`), as `syncnet score` does.
+1. Each track's 5-frame windows and the audio windows are embedded once (`embedding.embed_media`) and compared
+   at offsets -vshift..vshift (`offsets.score_windows`), as `syncnet score` does.
 2. Each window gets a relative confidence at ONE offset, the same for every track:
    (median over offsets of the track's mean distance - the window's distance) / that median.
    That is syncnet_python's per-frame confidence divided by the track's typical off-sync distance,
