@@ -67,8 +67,8 @@ class Calibration:
         return score_value(track, self.score)
 
     def in_sync(self, score: float) -> bool:
-        """score >= threshold: the same as tampered_likelihood(score) <= 0.5."""
-        return bool(score >= self.threshold)
+        """P(tampered | score) < 0.5: the score is above the threshold (the logistic is centred there)."""
+        return self.tampered_likelihood(score) < 0.5
 
     def tampered_likelihood(self, score: float) -> float:
         """P(tampered | score) from the logistic fit, with in-sync and tampered equally likely a priori."""
@@ -91,6 +91,8 @@ class Calibration:
         for name in ("threshold", "logistic_slope", *optional):
             if not isinstance(fields[name], (int, float)) or not math.isfinite(fields[name]):
                 raise UserError(f"calibration {name} must be a finite number, got {fields[name]!r}")
+        if fields["logistic_slope"] >= 0:  # P(tampered) must fall as the in-sync score rises
+            raise UserError(f"calibration logistic_slope must be negative, got {fields['logistic_slope']!r}")
         return cls(**fields)
 
 
@@ -142,6 +144,11 @@ def fit_calibration(
     auc_by_score = {name: roc_auc(in_sync[name], tampered[name]) for name in in_sync}
     # ties (every candidate separates a small set perfectly): the one with the widest gap
     score = max(auc_by_score, key=lambda name: (auc_by_score[name], separation(in_sync[name], tampered[name])))
+    if auc_by_score[score] <= 0.5:
+        raise UserError(
+            f"no score tells the real clips from the swapped ones (best ROC-AUC {auc_by_score[score]:.2f}): "
+            "are these clips real, in sync and of different speakers?"
+        )
     positive = np.asarray(in_sync[score], np.float64)
     negative = np.asarray(tampered[score], np.float64)
     threshold = fit_threshold(positive, negative, false_alarm)
@@ -149,7 +156,7 @@ def fit_calibration(
     return Calibration(
         score=score,
         threshold=threshold,
-        logistic_slope=fit_logistic_slope(positive, negative, threshold),
+        logistic_slope=min(fit_logistic_slope(positive, negative, threshold), -1e-6),  # never flat or rising
         auc=auc_by_score[score],
         eer=equal_error_rate(positive, negative),
         balanced_accuracy=float(1.0 - (false_alarm_rate[0] + miss_rate[0]) / 2),

@@ -89,14 +89,9 @@ def _store_weights_as_float16(keras_file: str):
             archive.writestr(name, content)
 
 
-def load_model(name_or_path: str | os.PathLike | None = None) -> "SyncNet":
-    """Load a SyncNet: the shipped default expert (no argument or "default") or a `.keras` file.
-
-    Converted syncnet_python weights are such a file (`syncnet convert-weights`). The shipped expert
-    comes with its calibration as `model.calibration` (the in-sync / tampered verdict and the
-    `syncnet speakers` threshold); a calibration does not travel inside a `.keras` file: keep the
-    JSON `syncnet calibrate` writes beside it and pass it (`--calibration`, `calibration=`).
-    """
+def model_path(name_or_path: str | os.PathLike | None = None) -> str:
+    """The .keras file `load_model` would read, checked without loading anything (commands call it
+    first, so a bad --model fails before any work)."""
     if name_or_path in (None, DEFAULT_MODEL):
         path = default_model_path()
         if not path.is_file():
@@ -111,6 +106,18 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> "SyncNet":
             raise FileNotFoundError(f"model file not found: {path}")
         if not path.endswith(".keras"):
             raise UserError(f"expected a .keras model file, got {path}")
+    return path
+
+
+def load_model(name_or_path: str | os.PathLike | None = None) -> "SyncNet":
+    """Load a SyncNet: the shipped default expert (no argument or "default") or a `.keras` file.
+
+    Converted syncnet_python weights are such a file (`syncnet convert-weights`). The shipped expert
+    comes with its calibration as `model.calibration` (the in-sync / tampered verdict and the
+    `syncnet speakers` threshold); a calibration does not travel inside a `.keras` file: keep the
+    JSON `syncnet calibrate` writes beside it and pass it (`--calibration`, `calibration=`).
+    """
+    path = model_path(name_or_path)
     import keras
 
     from .models.siamese import SyncNet

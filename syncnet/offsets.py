@@ -102,7 +102,7 @@ class Verdict:
             score = self.calibration.score_of(track)
             tampered = self.calibration.tampered_likelihood(score)
             trusted = self.calibration.in_sync(score)
-            figure = f"P(tampered) {tampered:.2f} {'<' if trusted else '>='} 0.5"
+            figure = f"P(tampered) {tampered:.3f} {'<' if trusted else '>='} 0.5"
         near_zero = abs(track.offset_frames) <= IN_SYNC_MAX_OFFSET
         reason = figure if near_zero else f"offset {track.offset_frames:+d} frames is more than {IN_SYNC_MAX_OFFSET} from 0; {figure}"
         return {"in_sync": bool(near_zero and trusted), "verdict_reason": reason, "tampered": tampered}

@@ -38,7 +38,7 @@ from . import hyperparameters as hp
 from .embedding import BATCH_WINDOWS
 from .errors import UserError, one_line
 from .files import atomic_output, check_writable
-from .loading import resolve_calibration, resolve_model
+from .loading import model_path, resolve_calibration, resolve_model
 from .offsets import IN_SYNC_MIN_CONFIDENCE, Verdict, score_windows, search_offset
 from .video import VIDEO_SUFFIXES, MediaError, MediaLike, check_exists, is_frame_folder, load_media
 
@@ -354,6 +354,7 @@ def run_command(args) -> int:
     for path in ([args.csv] if args.csv else []) + list(plot_paths.values()):
         check_writable(path)
     calibration = resolve_calibration(args.calibration)
+    model_path(args.model)  # a bad --model fails now, even when no video is there to load it for
     model_name = args.model or "default"
     progress = sys.stderr.isatty() and not (args.json and not sys.stdout.isatty())
 

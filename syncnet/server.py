@@ -125,10 +125,10 @@ class ScoringService:
                     raise Rejected(415, f"{field}: {problem}")
             loop = asyncio.get_running_loop()
             result, png = await loop.run_in_executor(self.worker, self.score, uploads)
+            self.recent_seconds.append(time.monotonic() - began)  # scored uploads only: a refusal is quick
         finally:
             shutil.rmtree(job_dir, ignore_errors=True)
             self.jobs -= 1
-            self.recent_seconds.append(time.monotonic() - began)
 
         body = {**result.to_dict(), "id": job_id, "plot": None}
         if png is not None:

@@ -44,7 +44,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 # Audio timestamps within this of where the sample count puts a frame are taken as jitter; further
 # off, the frame is moved to its timestamp. Half a video frame: finer than any offset we report.
 AUDIO_TIMESTAMP_TOLERANCE = Fraction(1, 2 * hp.VIDEO_FPS)
-MAX_AUDIO_GAP = 600  # seconds: a longer jump in the audio timestamps is a broken file, not a pause
+MAX_AUDIO_PADDING = 600  # seconds of silence filled in for gaps, in all: more is a broken file, not pauses
 # A container promising this much more video or audio than decodes is reported as truncated.
 TRUNCATION_TOLERANCE = 0.2  # seconds
 # Stereo channels less correlated than this hold different sound (two voices, music on one side,
@@ -282,16 +282,19 @@ class _AudioDecoder:
     millisecond from the exact frame boundary: far below a video frame (40 ms)."""
 
     def __init__(self):
-        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=hp.AUDIO_SAMPLE_RATE)
+        self.resampler, self.input_format = None, None  # a new resampler when the input format changes
         self.chunks = []
-        self.start_time = None  # seconds, of the first timed frame
+        self.untimed = Fraction(0)  # seconds of frames without timestamps before the first timed one
+        self.start_time = None  # seconds, of the first sample
         self.next_time = None  # where the samples so far end on the timestamps' timeline
         self.to_drop = 0  # output samples still to drop for an overlap
         self.correction = Fraction(0)  # net seconds padded (> 0) or dropped (< 0) so far
         self.largest_correction = Fraction(0)
+        self.padded = Fraction(0)  # seconds of silence filled in
         self.undecodable = 0  # packets
         self.source_rate, self.channels = None, 1
         self.channel_products = np.zeros((2, 2))  # sums of L*L, L*R, R*R over a stereo track
+        self.channel_sums, self.channel_samples = np.zeros(2), 0  # for their means (u8 audio is centred on 128)
 
     def add(self, packet):
         """Decode an audio packet; one that does not decode (a damaged or cut-off packet) is
@@ -306,19 +309,34 @@ class _AudioDecoder:
             self.channels = max(self.channels, frame.layout.nb_channels)
             if frame.layout.nb_channels == 2:
                 self._add_channel_products(frame)
+            duration = Fraction(frame.samples, frame.sample_rate)
             if frame.pts is not None:
-                self._place(frame.pts * frame.time_base, Fraction(frame.samples, frame.sample_rate))
+                self._place(frame.pts * frame.time_base, duration)
             elif self.next_time is not None:
-                self.next_time += Fraction(frame.samples, frame.sample_rate)
-            self._keep(self.resampler.resample(frame))
+                self.next_time += duration
+            else:
+                self.untimed += duration
+            self._keep(self._resampler_for(frame).resample(frame))
+
+    def _resampler_for(self, frame) -> av.AudioResampler:
+        """The resampler for this frame's format, rate and layout: a joined file may change them
+        mid-stream, and a resampler takes one; the old one is flushed first."""
+        input_format = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if input_format != self.input_format:
+            if self.resampler is not None:
+                self._keep(self.resampler.resample(None))
+            self.resampler = av.AudioResampler(format="flt", layout="mono", rate=hp.AUDIO_SAMPLE_RATE)
+            self.input_format = input_format
+        return self.resampler
 
     def _place(self, time, duration):
-        if self.start_time is None:
-            self.start_time = self.next_time = time
+        if self.start_time is None:  # frames without timestamps before it are taken as running up to it
+            self.start_time, self.next_time = time - self.untimed, time
         drift = time - self.next_time  # > 0: a gap before this frame, < 0: it overlaps the last
         if drift > AUDIO_TIMESTAMP_TOLERANCE:
-            if drift > MAX_AUDIO_GAP:
-                raise MediaError(f"the audio timestamps jump by {float(drift):.0f} s: a broken file")
+            self.padded += drift
+            if self.padded > MAX_AUDIO_PADDING:
+                raise MediaError(f"the audio timestamps leave more than {MAX_AUDIO_PADDING} s of gaps: a broken file")
             self.chunks.append(np.zeros(round(drift * hp.AUDIO_SAMPLE_RATE), np.float32))
         elif drift < -AUDIO_TIMESTAMP_TOLERANCE:
             self.to_drop += round(min(-drift, duration) * hp.AUDIO_SAMPLE_RATE)
@@ -336,6 +354,8 @@ class _AudioDecoder:
         if not frame.format.is_planar:  # interleaved L R L R ...
             samples = samples.reshape(-1, 2).T
         self.channel_products += samples @ samples.T
+        self.channel_sums += samples.sum(axis=1)
+        self.channel_samples += samples.shape[1]
 
     def _keep(self, resampled_frames):
         for resampled in resampled_frames:
@@ -345,7 +365,8 @@ class _AudioDecoder:
             self.chunks.append(samples[dropped:])
 
     def samples(self) -> np.ndarray:
-        self._keep(self.resampler.resample(None))
+        if self.resampler is not None:
+            self._keep(self.resampler.resample(None))
         audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
         return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
 
@@ -370,7 +391,9 @@ class _AudioDecoder:
             found.append(
                 f"{self.channels}-channel audio was mixed down to mono: music and effects in the other channels may lower confidence"
             )
-        left, cross, right = self.channel_products[0, 0], self.channel_products[0, 1], self.channel_products[1, 1]
+        mean = self.channel_sums / max(self.channel_samples, 1)
+        covariance = self.channel_products - self.channel_samples * np.outer(mean, mean)
+        left, cross, right = covariance[0, 0], covariance[0, 1], covariance[1, 1]
         if self.channels == 2 and left > 0 and right > 0:
             correlation = cross / np.sqrt(left * right)
             if correlation < MIN_CHANNEL_CORRELATION:

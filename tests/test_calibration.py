@@ -22,6 +22,7 @@ from syncnet.calibration import (
     score_value,
 )
 from syncnet.cli import main
+from syncnet.errors import UserError
 from syncnet.loading import save_model
 from syncnet.scoring import score_video
 from syncnet.speakers import DEFAULT_THRESHOLD, detect_speakers
@@ -94,9 +95,9 @@ def test_score_video_gives_the_calibrated_verdict_and_tampered_likelihood(real_d
         # one verdict: the printed likelihood never contradicts it
         assert result.in_sync == (abs(result.offset_frames) <= 1 and calibration.in_sync(score))
         assert result.in_sync == (abs(result.offset_frames) <= 1 and result.tampered < 0.5)
-        assert f"P(tampered) {result.tampered:.2f}" in result.verdict_reason
+        assert f"P(tampered) {result.tampered:.3f}" in result.verdict_reason
     assert own.tampered < 0.5 < swapped.tampered
-    assert own.verdict_reason == f"P(tampered) {own.tampered:.2f} < 0.5"
+    assert own.verdict_reason == f"P(tampered) {own.tampered:.3f} < 0.5"
     assert uncalibrated.verdict_reason.startswith("LSE-C ")
     assert json.loads(json.dumps(swapped.to_dict()))["tampered"] == pytest.approx(swapped.tampered)
 
@@ -224,7 +225,7 @@ def test_the_likelihood_agrees_with_the_verdict_and_old_files_load_recentred():
     real, swapped = rng.normal(1, 0.5, 30), rng.normal(-0.5, 1.5, 90)  # unequal spreads
     calibration = fit_calibration({name: real for name in SCORES}, {name: swapped for name in SCORES})
     for score in np.linspace(-4, 3, 141):
-        assert calibration.in_sync(score) == (calibration.tampered_likelihood(score) <= 0.5)
+        assert calibration.in_sync(score) == (calibration.tampered_likelihood(score) < 0.5) == (score > calibration.threshold)
     assert calibration.tampered_likelihood(calibration.threshold) == pytest.approx(0.5)
     old = {**calibration.to_dict(), "version": 1, "logistic_intercept": 3.0}
     assert Calibration.from_dict(old) == calibration
@@ -236,3 +237,13 @@ def test_logistic_stays_finite_when_the_labels_do_not_overlap():
     assert np.isfinite(calibration.logistic_slope) and calibration.logistic_slope < 0
     assert calibration.tampered_likelihood(0.0) > 0.5 > calibration.tampered_likelihood(5.0)
     assert Calibration.from_dict(json.loads(json.dumps(calibration.to_dict()))) == calibration
+
+
+def test_a_rising_logistic_or_inverted_labels_are_refused():
+    """P(tampered) must fall as the in-sync score rises: a file with slope >= 0 would print verdicts
+    against their own likelihood, and labels that separate backwards are not a calibration."""
+    good = fit_calibration({name: [3.0, 4.0, 5.0] for name in SCORES}, {name: [0.0, 1.0, 2.0] for name in SCORES})
+    with pytest.raises(UserError, match="logistic_slope must be negative"):
+        Calibration.from_dict({**good.to_dict(), "logistic_slope": 0.4})
+    with pytest.raises(UserError, match="no score tells the real clips from the swapped ones"):
+        fit_calibration({name: [0.0, 1.0, 2.0] for name in SCORES}, {name: [3.0, 4.0, 5.0] for name in SCORES})

@@ -422,3 +422,61 @@ def test_shared_clip_whose_video_starts_late():
     assert media.first_slot == 21  # round(0.852 * 25)
     assert media.num_frames == 230 and media.source_fps == pytest.approx(29.97, abs=0.01)
     assert len(media.audio) / 16000 == pytest.approx(10.016 - 21 / 25, abs=0.03)  # audio ends at 10.016 s
+
+
+def test_audio_gaps_adding_up_to_more_than_ten_minutes_are_a_broken_file(tmp_path):
+    """Each jump is under the limit, together they would fill 13 minutes with silence: refused
+    before the memory is spent."""
+    write_timestamped_audio(tmp_path / "jumps.mkv", 16000, [0.0, 400.0, 800.0])
+    with pytest.raises(MediaError, match="more than 600 s of gaps"):
+        load_media(tmp_path / "jumps.mkv")
+
+
+class DecodedPacket:
+    """What PyAV's demuxer hands `_AudioDecoder.add`: a packet whose decode() gives audio frames."""
+
+    def __init__(self, *frames):
+        self.frames = frames
+
+    def decode(self):
+        return list(self.frames)
+
+
+def audio_frame(samples, layout="mono", sample_rate=16000, pts=None):
+    frame = av.AudioFrame.from_ndarray(np.asarray(samples, np.float32).reshape(1, -1), format="flt", layout=layout)
+    frame.sample_rate, frame.time_base, frame.pts = sample_rate, Fraction(1, sample_rate), pts
+    return frame
+
+
+def test_untimed_leading_audio_frames_run_up_to_the_first_timestamp_and_formats_may_change():
+    """Frames without timestamps before the first timed one end where it starts (not after it); a
+    joined file that switches from mono to stereo and to another rate gets a fresh resampler."""
+    from syncnet.video import _AudioDecoder
+
+    decoder = _AudioDecoder()
+    click = np.zeros(1600, np.float32)
+    click[0] = 0.9
+    decoder.add(DecodedPacket(audio_frame(click), audio_frame(np.zeros(1600))))  # 0.2 s untimed
+    decoder.add(DecodedPacket(audio_frame(click, pts=3200)))  # at 0.2 s: the untimed ones are 0-0.2 s
+    decoder.add(DecodedPacket(audio_frame(np.repeat(click, 2), layout="stereo", pts=4800)))
+    decoder.add(DecodedPacket(audio_frame(np.zeros(4410), sample_rate=44100, pts=None)))
+    audio = decoder.samples()
+    assert decoder.start_time == 0
+    assert np.flatnonzero(np.abs(audio) > 0.3).tolist() == [0, 3200, 4800]
+    assert decoder.warnings() == []
+
+
+def test_channels_of_unsigned_8_bit_audio_are_compared_around_their_middle(tmp_path):
+    """u8 PCM is centred on 128: phase-inverted channels must still read as differing."""
+    voice = speech_audio(speech_envelope(50))
+    inverted = np.stack([voice, -voice], axis=1)
+    with av.open(str(tmp_path / "inverted.wav"), mode="w") as container:
+        stream = container.add_stream("pcm_u8", rate=16000, layout="stereo")
+        samples = np.clip(np.round(inverted * 127 + 128), 0, 255).astype(np.uint8).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="u8", layout="stereo")
+        frame.sample_rate = 16000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    write_clip(tmp_path / "mute.mp4", seconds=2.0, with_audio=False)
+    warnings = load_media(tmp_path / "mute.mp4", audio_path=tmp_path / "inverted.wav").warnings
+    assert any("two audio channels differ (correlation -1.00)" in warning for warning in warnings)
