@@ -14,9 +14,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-SHARED_CLIPS = Path(os.environ.get("SYNCNET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")) / "clips"
+from clips import find_clip
 
 
 def best_wall_time(command: list, repeats: int) -> float:
@@ -40,9 +39,7 @@ def main():
     parser.add_argument("--clip", default="*PC-AVS__misc_Input_00098.mp4", help="glob under ../shared/data/clips, or a path")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    clip = Path(args.clip) if Path(args.clip).is_file() else next(iter(sorted(SHARED_CLIPS.glob(args.clip))), None)
-    if clip is None:
-        sys.exit(f"no clip {args.clip} (set SYNCNET_DATA_DIR or pass a path)")
+    clip = find_clip(args.clip)
     syncnet = [sys.executable, "-m", "syncnet.cli"]
     baseline = best_wall_time([sys.executable, "-c", "pass"], args.repeats)
     print(f"python -c pass: {baseline:.2f} s")

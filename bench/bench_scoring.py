@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from clips import SHARED_CLIPS  # noqa: E402
 
 from syncnet import faces  # noqa: E402
 from syncnet.audio import mfcc  # noqa: E402
@@ -42,7 +43,6 @@ from syncnet.models import build_model  # noqa: E402
 from syncnet.scoring import score_video  # noqa: E402
 from syncnet.video import load_media  # noqa: E402
 
-SHARED_CLIPS = Path(os.environ.get("SYNCNET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")) / "clips"
 REAL_CLIPS = {  # label -> glob in ../shared/data/clips
     "224px": "*PC-AVS__misc_Input_00098.mp4",  # 9.9 s, 224x224 VoxCeleb crop
     "720p": "*SkyReels-A1__assets_driving_video_5.mp4",  # 4.8 s, 1280x720, one face

@@ -13,17 +13,15 @@ warnings; all should agree with the clip. Needs ../shared/data (or any clip via 
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import av  # noqa: E402
+from clips import find_clip  # noqa: E402
 
 from syncnet import load_model, score_video  # noqa: E402
-
-SHARED_CLIPS = Path(os.environ.get("SYNCNET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")) / "clips"
 
 
 def join(clip: Path, out: Path, loops: int, keep=None):
@@ -69,9 +67,7 @@ def main():
     parser.add_argument("--clip", default="*Wav2Lip__checkpoints_test.mov", help="glob under ../shared/data/clips, or a path")
     parser.add_argument("--loops", type=int, default=8)
     args = parser.parse_args()
-    clip = Path(args.clip) if Path(args.clip).is_file() else next(iter(sorted(SHARED_CLIPS.glob(args.clip))), None)
-    if clip is None:
-        sys.exit(f"no clip {args.clip} (set SYNCNET_DATA_DIR or pass a path)")
+    clip = find_clip(args.clip)
     model = load_model()
     with tempfile.TemporaryDirectory() as folder:
         joined = Path(folder) / "joined.mp4"

@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 import av
-from joined_audio import SHARED_CLIPS, join
+from clips import find_clip
+from joined_audio import join
 
 SCORE = """
 import json, resource, sys, time
@@ -35,9 +36,7 @@ def main():
     parser.add_argument("--clip", default="*PC-AVS__misc_Input_00098.mp4", help="glob under ../shared/data/clips, or a path")
     parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 10.0])
     args = parser.parse_args()
-    clip = Path(args.clip) if Path(args.clip).is_file() else next(iter(sorted(SHARED_CLIPS.glob(args.clip))), None)
-    if clip is None:
-        sys.exit(f"no clip {args.clip} (set SYNCNET_DATA_DIR or pass a path)")
+    clip = find_clip(args.clip)
     with av.open(str(clip)) as source:
         duration = source.duration / av.time_base
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -52,7 +52,7 @@ def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift
         raise UserError(f"need at least 2 real clips to swap audio between, got {len(videos)}")
     model, model_name = resolve_model(model)
     clips, skipped = [], []
-    for video in progress_bar(videos, len(videos), "clips", progress):
+    for video in progress_bar(videos, len(videos), "clips", progress, unit="clip"):
         try:
             clips.append(embed_media(load_media(video), model, vshift=vshift, every_audio_window=True))
         except (ValueError, OSError) as error:  # MediaError is a ValueError

@@ -248,10 +248,10 @@ def segment_embeddings(model, crops: np.ndarray, mfcc: np.ndarray, batch_size: i
     return np.concatenate(frames), np.concatenate(audio)
 
 
-def progress_bar(frames, total, description, enabled):
-    """`frames` with a progress bar on stderr when `enabled`."""
+def progress_bar(items, total, description, enabled, unit="frame"):
+    """`items` with a progress bar on stderr when `enabled`."""
     if not enabled:
-        return frames
+        return items
     from tqdm import tqdm
 
-    return tqdm(frames, total=total, desc=description, unit="frame", leave=False, file=sys.stderr)
+    return tqdm(items, total=total, desc=description, unit=unit, leave=False, file=sys.stderr)

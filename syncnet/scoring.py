@@ -38,7 +38,7 @@ from . import hyperparameters as hp
 from .embedding import BATCH_WINDOWS
 from .errors import UserError, one_line
 from .files import atomic_output, check_writable
-from .loading import model_path, resolve_calibration, resolve_model
+from .loading import load_model, model_path, resolve_calibration, resolve_model
 from .offsets import IN_SYNC_MIN_CONFIDENCE, Verdict, score_windows, search_offset
 from .video import VIDEO_SUFFIXES, MediaError, MediaLike, check_exists, is_frame_folder, load_media
 
@@ -341,7 +341,6 @@ def configure_parser(parser):
 
 
 def run_command(args) -> int:
-
     videos = list(find_videos(args.inputs))
     if args.audio and len(videos) != 1:
         raise UserError(f"--audio pairs with one video, got {len(videos)}")
@@ -368,8 +367,6 @@ def run_command(args) -> int:
             except MediaError as error:
                 result = ScoreResult(video=video, model=model_name, status="error", error=str(error))
             else:
-                from .loading import load_model
-
                 model = model or load_model(args.model)  # once, for every video
                 result = score_video(
                     video,
