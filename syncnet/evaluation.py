@@ -28,7 +28,15 @@ PAIR_BATCH = 64
 
 
 def offset_accuracy(model: SyncNet, segments, vshift: int = hp.VSHIFT, averages=(1, 15), tolerance=1):
-    """Fraction of windows whose best offset in -vshift..vshift is within `tolerance` of 0.
+    """Fraction of windows whose best offset in -vshift..vshift is within `tolerance` of 0, over
+    shard segments (crops, mfcc) embedded by `model` (see `embedded_offset_accuracy`)."""
+    embedded = (segment_embeddings(model, crops, mfcc) for crops, mfcc in segments)
+    return embedded_offset_accuracy(embedded, vshift, averages, tolerance)
+
+
+def embedded_offset_accuracy(embedded, vshift: int = hp.VSHIFT, averages=(1, 15), tolerance=1):
+    """Fraction of windows whose best offset in -vshift..vshift is within `tolerance` of 0, from
+    each segment's (visual, audio) window embeddings, two aligned (windows, d) arrays.
 
     For each average length k, distance curves of k consecutive windows are averaged before the
     argmin (the papers' "context" evaluation). Only windows whose whole search range lies inside
@@ -36,8 +44,7 @@ def offset_accuracy(model: SyncNet, segments, vshift: int = hp.VSHIFT, averages=
     """
     hits = {k: 0 for k in averages}
     totals = {k: 0 for k in averages}
-    for crops, mfcc in segments:
-        visual, audio = segment_embeddings(model, crops, mfcc)
+    for visual, audio in embedded:
         n = len(visual)
         if n < 2 * vshift + 1:
             continue
