@@ -6,10 +6,12 @@ such a tower cannot be a `SyncLoss` expert; it measures how far mouth geometry a
         [--val-speakers A,B] [--mean-sub] [--dropout 0.5] [--audio-from shipped]
 
 1. Every video under VIDEO_DIR (never a `*test_offset_*` clip) goes through `preprocess_video`: the
-   face tracks as `syncnet preprocess` finds them and the MFCC, cached in DIR as one .npz per video.
-2. Each track's 20 lip points (dlib 48-67) per frame, about the mouth centre smoothed over 0.5 s,
-   divided by the eye distance smoothed over 1 s, head roll removed (`--mean-sub`: minus the
-   segment's mean shape, a speaker's resting lips); tracks cut into the shards' 250-frame segments.
+   face tracks as `syncnet preprocess` finds them and the MFCC. Each track's 20 lip points (dlib
+   48-67) per frame are kept about the centre of its mouth crop, in units of the eye distance the
+   crop is sized by (`FaceTrack.mouth_boxes`: smoothed over 0.5 s and 1 s), head roll removed;
+   cached in DIR as one .npz per video.
+2. Tracks are cut into the shards' 250-frame segments (`--mean-sub`: each minus its mean shape, a
+   speaker's resting lips).
 3. Visual tower: the 5 frames' 200 numbers -> Dense 512 -> BN -> ReLU -> Dropout -> Dense 512 -> BN
    -> ReLU -> Dense 256. Audio tower: the `paper` preset's (or the shipped expert's, frozen).
    Multi-way loss in groups of 16 windows of one segment (`syncnet train --loss multiway`'s), 4
@@ -31,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from syncnet import faces  # noqa: E402
 from syncnet import hyperparameters as hp  # noqa: E402
 from syncnet.preprocess import find_inputs, read_speakers, segment_bounds  # noqa: E402
 
@@ -44,7 +47,7 @@ LIP_POINTS = 20 * 2
 
 
 def extract(job):
-    """One video's face tracks' landmarks and its MFCC into cache/NAME.npz; returns a status line."""
+    """One video's face tracks' lip points and its MFCC into cache/NAME.npz; returns a status line."""
     path, speaker, target = job
     if target.exists():
         return f"{path.name}: cached"
@@ -54,32 +57,30 @@ def extract(job):
         record = preprocess_video(path, "paper", speaker=speaker)
     except ValueError as error:
         return f"{path.name}: skipped ({error})"
-    arrays = {f"landmarks{k}": track.landmarks for k, track in enumerate(record.tracks)}
+    arrays = {f"points{k}": lip_points(track) for k, track in enumerate(record.tracks)}
     temporary = target.with_suffix(".tmp.npz")
     np.savez(temporary, mfcc=record.mfcc, speaker=speaker, starts=np.array([track.start for track in record.tracks]), **arrays)
     temporary.rename(target)
     return f"{path.name}: {len(record.tracks)} tracks"
 
 
-def _median(values, width):
+def lip_points(track) -> np.ndarray:
+    """A FaceTrack's (n, 40) lip points about the centre of its mouth crop, in units of the eye
+    distance the crop is sized by (both smoothed as `FaceTrack.mouth_boxes` smooths them), the
+    head's roll (the eye line, median over the same 1 s) removed."""
     from scipy.signal import medfilt
 
-    width = min(width, len(values) - (1 - len(values) % 2))  # odd, at most the length
-    return medfilt(values, width) if width >= 3 else values
-
-
-def lip_points(landmarks: np.ndarray) -> np.ndarray:
-    """(n, 68, 2) landmarks -> (n, 40) lip points in eye-distance units about the smoothed mouth
-    centre, the head's roll removed."""
-    lips = landmarks[:, 48:68]
-    centre = np.stack([_median(lips.mean(axis=1)[:, axis], 13) for axis in range(2)], axis=1)
-    eyes = landmarks[:, 45] - landmarks[:, 36]
-    distance = _median(np.linalg.norm(eyes, axis=1), 25)
-    angle = _median(np.arctan2(eyes[:, 1], eyes[:, 0]), 25)
-    cos, sin = np.cos(-angle)[:, None], np.sin(-angle)[:, None]
-    relative = (lips - centre[:, None]) / distance[:, None, None]
+    boxes = track.mouth_boxes()
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    eye_distance = (boxes[:, 2] - boxes[:, 0]) / faces.MOUTH_CROP_TO_EYES
+    left_eye, right_eye = (track.landmarks[:, corner] for corner in faces.OUTER_EYE_CORNERS)
+    roll = np.arctan2(right_eye[:, 1] - left_eye[:, 1], right_eye[:, 0] - left_eye[:, 0])
+    width = min(faces.EYES_MEDIAN, len(roll) - (1 - len(roll) % 2))  # odd, at most the track's length
+    roll = medfilt(roll, width) if width >= 3 else roll
+    cos, sin = np.cos(-roll)[:, None], np.sin(-roll)[:, None]
+    relative = (track.landmarks[:, faces.LIPS] - centre[:, None]) / eye_distance[:, None, None]
     x, y = relative[..., 0], relative[..., 1]
-    return np.stack([cos * x - sin * y, sin * x + cos * y], axis=-1).reshape(len(lips), LIP_POINTS).astype(np.float32)
+    return np.stack([cos * x - sin * y, sin * x + cos * y], axis=-1).reshape(len(roll), LIP_POINTS).astype(np.float32)
 
 
 def load_segments(cache: Path, val_speakers: set, mean_sub: bool):
@@ -90,10 +91,10 @@ def load_segments(cache: Path, val_speakers: set, mean_sub: bool):
         speaker, mfcc = str(stored["speaker"]), stored["mfcc"]
         held_out = any(name in val_speakers for name in speaker.split("+"))
         for k, track_start in enumerate(stored["starts"]):
-            landmarks = stored[f"landmarks{k}"]
-            for start, stop in segment_bounds(int(track_start), int(track_start) + len(landmarks)):
+            track_points = stored[f"points{k}"]
+            for start, stop in segment_bounds(int(track_start), int(track_start) + len(track_points)):
                 windows = stop - start - hp.WINDOW_FRAMES + 1
-                points = lip_points(landmarks[start - track_start : stop - track_start])
+                points = track_points[start - track_start : stop - track_start].copy()
                 if mean_sub:
                     points -= points.mean(axis=0)
                 steps = hp.MFCC_STEPS_PER_FRAME
