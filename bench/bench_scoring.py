@@ -129,7 +129,7 @@ def towers_multiply_adds(model) -> float:
 
     total = 0
     # a frame encoder runs once per frame, so once per window
-    signatures = [(model.embed_features, model.feature_shape), (model.embed_audio, model.mfcc_shape)]
+    signatures = [(model.embed_features, model.feature_shape), (model.embed_audio, model.audio_shape)]
     if model.frame_encoder is not None:
         signatures.append((model.encode_frames, model.frame_shape[1:]))
     for function, shape in signatures:
@@ -154,7 +154,7 @@ def embed_seconds(model, num_windows: int) -> float:
     rng = np.random.default_rng(0)
     crops = rng.uniform(0, 255, (BATCH_WINDOWS, *model.frame_shape[1:])).astype(np.float32)
     features = rng.uniform(0, 255, (BATCH_WINDOWS, *model.feature_shape)).astype(np.float32)
-    mfcc = rng.normal(0, 10, (BATCH_WINDOWS, *model.mfcc_shape)).astype(np.float32)
+    mfcc = rng.normal(0, 10, (BATCH_WINDOWS, *model.audio_shape)).astype(np.float32)
     towers.embed_features(features[:2]), towers.embed_audio(mfcc[:2])  # trace outside the clock
     if towers.encode_frames is not None:
         towers.encode_frames(crops[:2])

@@ -8,6 +8,15 @@ rounds filter edges to FFT bins), so the filterbank is built the psf way, as a c
 
 Layout: `mfcc()` returns (..., 13, T): 13 coefficients by T steps at 100 Hz, the "13 x 20 MFCC" of the
 paper when cut into windows. Video frame v (25 fps) pairs with columns [4v, 4v + 20).
+
+Wav2Lip's expert (and LatentSync's) reads another front-end, `mel()`: Wav2Lip's `audio.melspectrogram`
+with its hparams, 80 mel bins at 80 steps a second. `FRONT_ENDS` names each front-end with its window
+rule; an expert family (syncnet.models.family) says which one it reads.
+
+Every front-end takes a 16 kHz mono waveform as floats in [-1, 1] (what `syncnet.load_media` gives),
+or as integer PCM samples (int16 read as sample / 32768, int32 as sample / 2^31). Another sample rate,
+or floats far outside [-1, 1] (int16-scaled floats), are refused with the reason: either would give
+plausible-looking but wrong features.
 """
 
 import numpy as np
@@ -72,17 +81,44 @@ def num_mfcc_steps(num_samples: int) -> int:
     return 1 + int(np.ceil((num_samples - _FRAME_LENGTH) / _FRAME_STEP))
 
 
-def mfcc(audio) -> tf.Tensor:
-    """MFCC of 16 kHz audio in [-1, 1], shape (..., samples) -> (..., 13, steps), float32.
+# Floats beyond this are not audio in [-1, 1] (a clipped recording peaks at 1.0; resampling can
+# overshoot a little): most likely int16 samples stored as floats.
+MAX_FLOAT_AMPLITUDE = 1.5
+
+
+def waveform_tensor(audio, sample_rate: int = hp.AUDIO_SAMPLE_RATE, name: str = "audio") -> tf.Tensor:
+    """`audio` (..., samples) as float32 in [-1, 1], checked: 16 kHz, integer PCM scaled to [-1, 1],
+    floats beyond MAX_FLOAT_AMPLITUDE refused (checked where the values are at hand: eagerly)."""
+    if int(sample_rate) != hp.AUDIO_SAMPLE_RATE:
+        raise UserError(
+            f"{name} must be sampled at {hp.AUDIO_SAMPLE_RATE} Hz, got {sample_rate} Hz: resample it first "
+            "(syncnet.load_media decodes any file to 16 kHz mono)"
+        )
+    audio = tf.convert_to_tensor(audio)
+    if audio.shape.rank is not None and audio.shape.rank < 1:
+        raise UserError(f"{name} must have shape (..., samples), got a scalar")
+    if audio.dtype.is_integer:
+        return tf.cast(audio, tf.float32) / float(2 ** (audio.dtype.size * 8 - 1))
+    if not audio.dtype.is_floating:
+        raise UserError(f"{name} must be float samples in [-1, 1] or integer PCM, got dtype {audio.dtype.name}")
+    audio = tf.cast(audio, tf.float32)
+    if tf.executing_eagerly() and audio.shape.num_elements():
+        peak = float(tf.reduce_max(tf.abs(audio)))
+        if not np.isfinite(peak):
+            raise UserError(f"{name} contains NaN or Inf")
+        if peak > MAX_FLOAT_AMPLITUDE:
+            raise UserError(
+                f"{name} must be floats in [-1, 1], got values up to {peak:.6g}: int16 samples as floats? divide them by 32768"
+            )
+    return audio
+
+
+def mfcc(audio, sample_rate: int = hp.AUDIO_SAMPLE_RATE) -> tf.Tensor:
+    """MFCC of 16 kHz audio in [-1, 1] (or integer PCM), shape (..., samples) -> (..., 13, steps), float32.
 
     Matches `python_speech_features.mfcc(int16_audio, 16000)` to ~1e-5 (see tests/test_audio.py).
     """
-    audio = tf.convert_to_tensor(audio)
-    if audio.dtype != tf.float32:
-        audio = tf.cast(audio, tf.float32)
-    if audio.shape.rank is not None and audio.shape.rank < 1:
-        raise UserError("mfcc expects audio of shape (..., samples), got a scalar")
-    signal = audio * INT16_SCALE
+    signal = waveform_tensor(audio, sample_rate) * INT16_SCALE
     # Pre-emphasis, keeping the first sample as psf does.
     signal = tf.concat([signal[..., :1], signal[..., 1:] - hp.MFCC_PREEMPHASIS * signal[..., :-1]], axis=-1)
     # psf frames as many windows as needed to cover the signal, zero-padding the last one.
@@ -103,7 +139,7 @@ def mfcc(audio) -> tf.Tensor:
     return tf.linalg.matrix_transpose(cepstra)
 
 
-def mfcc_in_chunks(audio: np.ndarray, chunk_steps: int = CHUNK_STEPS) -> np.ndarray:
+def mfcc_in_chunks(audio: np.ndarray, sample_rate: int = hp.AUDIO_SAMPLE_RATE, chunk_steps: int = CHUNK_STEPS) -> np.ndarray:
     """`mfcc(audio)` of a 1-D track as numpy, computed `chunk_steps` columns at a time, so memory
     stays flat in the audio's length. Each chunk starts one step early - that column's first
     sample lacks the sample before it for the pre-emphasis - and drops it; the last chunk runs to
@@ -115,8 +151,104 @@ def mfcc_in_chunks(audio: np.ndarray, chunk_steps: int = CHUNK_STEPS) -> np.ndar
         last = min(first + chunk_steps, total)
         start = max(first - 1, 0) * _FRAME_STEP
         stop = len(audio) if last == total else (last - 1) * _FRAME_STEP + _FRAME_LENGTH
-        chunks.append(mfcc(audio[start:stop]).numpy()[:, 1 if first else 0 :])
+        chunks.append(mfcc(audio[start:stop], sample_rate).numpy()[:, 1 if first else 0 :])
     return np.concatenate(chunks, axis=1)
+
+
+# --- Wav2Lip's mel spectrogram --------------------------------------------------------------------
+
+
+def slaney_mel_filterbank(
+    num_bins: int = hp.MEL_NUM_BINS,
+    nfft: int = hp.MEL_NFFT,
+    sample_rate: int = hp.AUDIO_SAMPLE_RATE,
+    low_freq: float = hp.MEL_LOW_FREQ,
+    high_freq: float = hp.MEL_HIGH_FREQ,
+) -> np.ndarray:
+    """librosa.filters.mel's default filterbank (Slaney's mel scale - linear below 1 kHz, logarithmic
+    above - and area-normalised triangles), (nfft // 2 + 1, num_bins)."""
+
+    def hz_to_mel(hz):
+        hz = np.asarray(hz, np.float64)
+        return np.where(hz >= 1000.0, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), hz / (200.0 / 3.0))
+
+    def mel_to_hz(mel):
+        return np.where(mel >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0)), mel * (200.0 / 3.0))
+
+    fft_freqs = np.linspace(0.0, sample_rate / 2.0, nfft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(low_freq), hz_to_mel(high_freq), num_bins + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_freqs[None, :]
+    rising, falling = -ramps[:-2] / widths[:-1, None], ramps[2:] / widths[1:, None]
+    bank = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return bank.T.astype(np.float32)
+
+
+_MEL_FILTERBANK = slaney_mel_filterbank()
+
+
+def mel(audio, sample_rate: int = hp.AUDIO_SAMPLE_RATE, pad_mode: str = "reflect") -> tf.Tensor:
+    """Wav2Lip's `audio.melspectrogram` of 16 kHz audio in [-1, 1], (..., samples) -> (..., 80, steps).
+
+    Pre-emphasis 0.97; centred STFT (n_fft 800, hop 200, periodic Hann window of 800), its
+    magnitude; Slaney mel, 80 bins over 55-7600 Hz; 20 log10 (floored at -100 dB) - 20; scaled from
+    [-100, 0] dB to [-4, 4] and clipped. `pad_mode` is how the STFT pads the ends: "reflect" as
+    librosa 0.7 does (Wav2Lip pins it), "constant" (zeros) as librosa >= 0.10 does (LatentSync).
+    Steps: 1 + samples // 200, at 80 a second.
+    """
+    signal = waveform_tensor(audio, sample_rate)
+    signal = tf.concat([signal[..., :1], signal[..., 1:] - hp.MEL_PREEMPHASIS * signal[..., :-1]], axis=-1)
+    half = hp.MEL_NFFT // 2
+    if pad_mode == "reflect" and signal.shape[-1] is not None and signal.shape[-1] <= half:
+        raise UserError(f"audio too short for the mel spectrogram: {signal.shape[-1]} samples, need more than {half}")
+    paddings = tf.concat([tf.zeros([tf.rank(signal) - 1, 2], tf.int32), [[half, half]]], axis=0)
+    signal = tf.pad(signal, paddings, mode={"reflect": "REFLECT", "constant": "CONSTANT"}[pad_mode])
+    frames = tf.signal.frame(signal, hp.MEL_NFFT, hp.MEL_HOP) * tf.signal.hann_window(hp.MEL_NFFT, periodic=True)
+    magnitude = tf.abs(tf.signal.rfft(frames, fft_length=[hp.MEL_NFFT]))
+    mel_energy = tf.tensordot(magnitude, _MEL_FILTERBANK, axes=1)
+    floor = 10.0 ** (hp.MEL_MIN_LEVEL_DB / 20.0)
+    decibels = 20.0 * tf.math.log(tf.maximum(floor, mel_energy)) / np.log(10.0) - hp.MEL_REF_LEVEL_DB
+    scale = 2.0 * hp.MEL_MAX_ABS_VALUE / -hp.MEL_MIN_LEVEL_DB
+    normalised = tf.clip_by_value(scale * (decibels - hp.MEL_MIN_LEVEL_DB) - hp.MEL_MAX_ABS_VALUE, -hp.MEL_MAX_ABS_VALUE, hp.MEL_MAX_ABS_VALUE)
+    return tf.linalg.matrix_transpose(normalised)
+
+
+# --- Front-ends and their window rules ------------------------------------------------------------
+
+
+class FrontEnd:
+    """An audio front-end: `features` rows at `rate` steps a second, and the window rule of the
+    experts that read it. The window under frames [i, i + n) at `fps` starts at step
+    int(rate * i / fps) (Wav2Lip's `crop_audio_window`; 4 i for MFCC at 25 fps, as syncnet_python)
+    and spans ceil(rate * n / 25) steps: 20 MFCC steps for 5 frames, 16 mel steps for 5, 52 for 16."""
+
+    def __init__(self, name: str, features: int, rate: int, compute):
+        self.name, self.features, self.rate, self._compute = name, features, rate, compute
+
+    def __call__(self, waveform, sample_rate: int = hp.AUDIO_SAMPLE_RATE) -> tf.Tensor:
+        return self._compute(waveform, sample_rate)
+
+    def window_steps(self, window_frames: int) -> int:
+        return -(-self.rate * window_frames // hp.VIDEO_FPS)
+
+    def window_start(self, frame_index, fps: float = hp.VIDEO_FPS):
+        """int(rate * frame_index / fps), for an int or an integer array of frame indices."""
+        if isinstance(frame_index, (int, np.integer)):
+            return int(self.rate * frame_index / fps)
+        return (self.rate * np.asarray(frame_index, np.float64) / fps).astype(np.int64)
+
+    def steps_for(self, num_samples: int) -> int:
+        """How many steps the front-end gives for `num_samples` samples."""
+        if self.name == "mfcc":
+            return num_mfcc_steps(num_samples)
+        return 1 + num_samples // hp.MEL_HOP
+
+
+FRONT_ENDS = {
+    "mfcc": FrontEnd("mfcc", hp.MFCC_NUM_CEPSTRA, hp.MFCC_RATE, lambda audio, rate: mfcc(audio, rate)),
+    "wav2lip_mel": FrontEnd("wav2lip_mel", hp.MEL_NUM_BINS, hp.MEL_RATE, lambda audio, rate: mel(audio, rate, pad_mode="reflect")),
+    "latentsync_mel": FrontEnd("latentsync_mel", hp.MEL_NUM_BINS, hp.MEL_RATE, lambda audio, rate: mel(audio, rate, pad_mode="constant")),
+}
 
 
 def mfcc_window_start(frame_index):

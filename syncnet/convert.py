@@ -1,4 +1,11 @@
-"""Convert syncnet_python's published `syncnet_v2.model` (a PyTorch state dict) into our `syncnet_v2` preset.
+"""`syncnet convert-weights`: a published expert's PyTorch checkpoint -> a `.keras` file that carries its
+family. The file is recognised by its keys: syncnet_python's `syncnet_v2.model` (this module's table
+below) or Wav2Lip's `lipsync_expert.pth` (syncnet.models.wav2lip), whole training checkpoints
+(`{'state_dict', 'optimizer', ...}`), DataParallel's `module.` prefixes and bare state dicts alike,
+in PyTorch's legacy and zip formats. Other files are named when we know them (Wav2Lip's generator,
+its visual quality discriminator) and refused with the list of what is supported.
+
+## syncnet_python
 
 The `syncnet_v2` preset is syncnet_python's `SyncNetModel.py` layer for layer, so conversion is a
 fixed table: each PyTorch Conv / BatchNorm / Linear, named by its index in its `nn.Sequential`,
@@ -90,10 +97,16 @@ def import_torch():
     return torch
 
 
+PUBLISHED_NAMES = {"syncnet_v2": "syncnet_python's SyncNetModel", "wav2lip": "Wav2Lip's expert discriminator"}
+SUPPORTED = "syncnet_python's syncnet_v2.model, Wav2Lip's lipsync_expert.pth"
+
+
 def load_syncnet_python_state(path, allow_pickle: bool = False) -> dict[str, np.ndarray]:
     """The tensors of a PyTorch state dict file, as float32 numpy arrays, in the file's order.
 
-    Only tensors are unpickled unless `allow_pickle`, which also accepts a whole pickled module
+    A training checkpoint's `state_dict` entry is taken (Wav2Lip saves `{'state_dict', 'optimizer',
+    'global_step', 'global_epoch'}`) and DataParallel's `module.` prefix dropped. Only tensors and
+    plain containers are unpickled unless `allow_pickle`, which also accepts a whole pickled module
     (its `state_dict()` is taken) - unpickling runs code from the file, so only for files you trust.
     """
     torch = import_torch()
@@ -107,17 +120,35 @@ def load_syncnet_python_state(path, allow_pickle: bool = False) -> dict[str, np.
             raise UserError(
                 f"{path} holds more than tensors (a pickled module?); pass --allow-pickle to load it if you trust the file"
             ) from None
+        if _truncated(error):
+            raise UserError(
+                f"{path} is cut short: it ends before its tensors' data ({os.path.getsize(path):,} bytes; "
+                "a download that did not finish?) - fetch the whole file again"
+            ) from None
         raise UserError(f"cannot read {path} as a PyTorch file: {_describe(error)}") from None
     if isinstance(loaded, torch.nn.Module):
         loaded = loaded.state_dict()
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):  # a training checkpoint
+        loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):  # OrderedDict is a dict
         raise UserError(f"{path} holds a {type(loaded).__name__}, not a state dict")
     state = {}
     for key, value in loaded.items():
         if not isinstance(value, torch.Tensor):
             raise UserError(f"{path}: {key} is a {type(value).__name__}, not a tensor")
-        state[key] = value.detach().cpu().float().numpy()  # float32 whatever the file's precision
+        name = key.removeprefix("module.")  # saved from a DataParallel model
+        state[name] = value.detach().cpu().float().numpy()  # float32 whatever the file's precision
     return state
+
+
+def _truncated(error: BaseException) -> bool:
+    """torch.load's errors for a file that ends early: the legacy format runs out of bytes reading
+    its storages (EOFError, or a RuntimeError about reading the file), the zip format has no
+    central directory."""
+    text = str(error).lower()
+    return isinstance(error, EOFError) or any(
+        sign in text for sign in ("unexpected eof", "ran out of input", "failed finding central directory", "file might be corrupted")
+    )
 
 
 def _describe(error: BaseException) -> str:
@@ -175,10 +206,44 @@ def keras_weights(state: dict[str, np.ndarray], model: SyncNet) -> dict[str, lis
     return weights
 
 
-def convert_weights(state_dict_path, out_path, allow_pickle: bool = False) -> SyncNet:
-    """Write syncnet_python's weights as a `syncnet_v2` `.keras` file; return the converted model.
+def syncnet_python_model(state: dict[str, np.ndarray]) -> SyncNet:
+    """A `syncnet_v2` SyncNet with syncnet_python's weights."""
+    model = build_model("syncnet_v2")
+    weights = keras_weights(state, model)
+    for tower in (model.audio_tower, model.visual_tower):
+        for layer in tower.layers:
+            if layer.name in weights:
+                layer.set_weights(weights[layer.name])
+    return model
 
-    The file appears whole or not at all (`save_model` writes beside it, then renames).
+
+def is_syncnet_python(keys) -> bool:
+    return any(key.startswith(("netcnnaud.", "netcnnlip.")) for key in keys)
+
+
+def recognise(state: dict[str, np.ndarray]) -> tuple[str, object]:
+    """(the family's name, the function from the state dict to the Keras model) for a state dict,
+    or a UserError saying what the file is, or that it is none of the supported experts."""
+    from .models import wav2lip
+
+    keys = list(state)
+    if is_syncnet_python(keys):
+        return "syncnet_v2", syncnet_python_model
+    other = wav2lip.other_wav2lip_checkpoint(keys)
+    if other:
+        raise UserError(f"this looks like {other}; convert-weights reads {SUPPORTED}")
+    if wav2lip.is_checkpoint(keys):
+        return "wav2lip", wav2lip.convert_state_dict
+    if any(".down_blocks." in key or key.startswith(("audio_encoder.conv_in", "visual_encoder.")) for key in keys):
+        raise UserError(f"this looks like a LatentSync checkpoint, which is not supported yet; convert-weights reads {SUPPORTED}")
+    raise UserError(f"not a checkpoint of a supported expert (first keys: {', '.join(keys[:3]) or 'none'}); convert-weights reads {SUPPORTED}")
+
+
+def convert_weights(state_dict_path, out_path, allow_pickle: bool = False):
+    """Write a published expert's weights as a `.keras` file of its family; return the converted model.
+
+    The file appears whole or not at all (`save_model` writes beside it, then renames); nothing is
+    written when the checkpoint is refused.
     """
     state_dict_path, out_path = os.fspath(state_dict_path), os.fspath(out_path)
     if os.path.exists(out_path) and os.path.exists(state_dict_path) and os.path.samefile(state_dict_path, out_path):
@@ -190,22 +255,20 @@ def convert_weights(state_dict_path, out_path, allow_pickle: bool = False) -> Sy
         raise FileNotFoundError(f"output folder not found: {out_dir}")
 
     state = load_syncnet_python_state(state_dict_path, allow_pickle=allow_pickle)
-    model = build_model("syncnet_v2")
     try:
-        weights = keras_weights(state, model)
-    except ValueError as error:
-        raise UserError(f"{state_dict_path} is not syncnet_python's SyncNetModel: {error}") from None
-    for tower in (model.audio_tower, model.visual_tower):
-        for layer in tower.layers:
-            if layer.name in weights:
-                layer.set_weights(weights[layer.name])
-
+        family, to_model = recognise(state)
+    except UserError as error:
+        raise UserError(f"{state_dict_path}: {error}") from None
+    try:
+        model = to_model(state)
+    except UserError as error:
+        raise UserError(f"{state_dict_path} is not {PUBLISHED_NAMES[family]}: {error}") from None
     save_model(model, out_path)
     return model
 
 
 def configure_parser(parser):
-    parser.add_argument("weights", help="syncnet_python's syncnet_v2.model (a PyTorch state dict)")
+    parser.add_argument("weights", help="a published expert's PyTorch checkpoint: syncnet_python's syncnet_v2.model, Wav2Lip's lipsync_expert.pth")
     parser.add_argument("output", help="the .keras file to write")
     parser.add_argument(
         "--allow-pickle",
@@ -222,8 +285,6 @@ def run_command(args) -> int:
         return 1
     start = time.perf_counter()
     model = convert_weights(args.weights, args.output, allow_pickle=args.allow_pickle)
-    print(
-        f"wrote {args.output}: syncnet_v2, {model.count_params():,} weights, "
-        f"in {time.perf_counter() - start:.1f} s (its sync probability is uncalibrated: see syncnet calibrate)"
-    )
+    uncalibrated = " (its sync probability is uncalibrated: see syncnet calibrate)" if model.family.comparison == "l2" else ""
+    print(f"wrote {args.output}: {model.family.name}, {model.count_params():,} weights, in {time.perf_counter() - start:.1f} s{uncalibrated}")
     return 0

@@ -103,7 +103,7 @@ def compiled_towers(model) -> Towers:
     return Towers(
         encode_frames=None if model.frame_encoder is None else compiled(model.encode_frames, model.frame_shape[1:]),
         embed_features=compiled(model.embed_features, model.feature_shape),
-        embed_audio=compiled(model.embed_audio, model.mfcc_shape),
+        embed_audio=compiled(model.embed_audio, model.audio_shape),
         feature_shape=model.feature_shape,
         embedding_dim=model.embedding_dim,
     )

@@ -22,6 +22,18 @@ MFCC_CEPSTRAL_LIFTER = 22
 MFCC_LOW_FREQ = 0.0
 MFCC_HIGH_FREQ = AUDIO_SAMPLE_RATE / 2
 
+# --- Wav2Lip's mel (its hparams.py; LatentSync reuses them) --------------------------------------
+MEL_NUM_BINS = 80
+MEL_NFFT = 800  # 50 ms
+MEL_HOP = 200  # 12.5 ms: 80 steps a second
+MEL_RATE = AUDIO_SAMPLE_RATE // MEL_HOP  # 80
+MEL_PREEMPHASIS = 0.97
+MEL_LOW_FREQ = 55.0
+MEL_HIGH_FREQ = 7600.0
+MEL_MIN_LEVEL_DB = -100.0
+MEL_REF_LEVEL_DB = 20.0
+MEL_MAX_ABS_VALUE = 4.0  # symmetric normalisation to [-4, 4]
+
 # --- Windows ----------------------------------------------------------------------------------
 WINDOW_FRAMES = 5  # video frames per sample (0.2 s)
 WINDOW_MFCC_STEPS = WINDOW_FRAMES * MFCC_STEPS_PER_FRAME  # 20
@@ -32,6 +44,7 @@ FACE_CROP_SIZE = 224  # `syncnet_v2` preset: syncnet_python's RGB face crop
 # `lips` preset: vvadlrs3's RGB lip crop, the box of the 20 lip landmarks fitted into it
 LIP_CROP_HEIGHT = 50
 LIP_CROP_WIDTH = 100
+WAV2LIP_FACE_SIZE = 96  # Wav2Lip: 96 x 96 face crops, its expert reads the lower half (48 x 96)
 
 # --- Scoring ----------------------------------------------------------------------------------
 VSHIFT = 15  # offsets searched: -VSHIFT..+VSHIFT frames

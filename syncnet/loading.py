@@ -2,7 +2,8 @@
 files live and how weights are stored.
 
     model = load_model()                    # the expert shipped in the package, with its calibration
-    model = load_model("runs/best.keras")   # any .keras SyncNet (trained, converted)
+    model = load_model("runs/best.keras")   # any .keras expert (trained, converted), with its family
+    available_models()                      # the names load_model accepts
     save_model(model, "expert.keras", float16_weights=True)
 
 `resolve_model` and `resolve_calibration` turn what a caller may pass (a SyncNet or a path or None;
@@ -26,6 +27,17 @@ if TYPE_CHECKING:
 KERAS_NUMPY2_WARNING = "__array__ implementation doesn't accept a copy keyword"
 
 DEFAULT_MODEL = "default"
+# Names `load_model` accepts, and what each is. The published experts (syncnet_python's, Wav2Lip's)
+# cannot ship with the package (their licences, their size): `syncnet convert-weights` makes a .keras
+# file of each from its checkpoint (docs/experts.md), which `load_model` then reads by path.
+NAMED_MODELS = {
+    DEFAULT_MODEL: "our own expert (the paper family), shipped in the package, with its calibration",
+}
+
+
+def available_models() -> dict[str, str]:
+    """The names `load_model` accepts, each with what it is. Any `.keras` path works too."""
+    return dict(NAMED_MODELS)
 
 
 def default_model_path():
@@ -110,28 +122,44 @@ def model_path(name_or_path: str | os.PathLike | None = None) -> str:
 
 
 def load_model(name_or_path: str | os.PathLike | None = None) -> "SyncNet":
-    """Load a SyncNet: the shipped default expert (no argument or "default") or a `.keras` file.
+    """Load an expert: a name from `available_models()` (None: "default", the shipped expert) or a
+    `.keras` file - trained by `syncnet train`, or converted from a published checkpoint by
+    `syncnet convert-weights` - of any family (`model.family`).
 
-    Converted syncnet_python weights are such a file (`syncnet convert-weights`). The shipped expert
-    comes with its calibration as `model.calibration` (the in-sync / tampered verdict and the
-    `syncnet speakers` threshold); a calibration does not travel inside a `.keras` file: keep the
-    JSON `syncnet calibrate` writes beside it and pass it (`--calibration`, `calibration=`).
+    `model.calibration` is the in-sync / tampered verdict and the `syncnet speakers` threshold fitted
+    for the model, saved inside the file by `syncnet calibrate --into`; the shipped expert has its own.
+    The expert computes in float32 whatever the global Keras dtype policy (a frozen expert is cheap
+    next to the generator it judges, and float16 would change its numbers).
     """
     path = model_path(name_or_path)
     import keras
 
-    from .models.siamese import SyncNet
+    from .models import EXPERT_MODELS
 
     try:
-        with _quiet_keras():
+        with _quiet_keras(), _float32_policy():
             model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # a zip that is not a Keras model, a truncated file, ...
         raise UserError(f"cannot load {path} as a SyncNet model: {error}".splitlines()[0]) from None
-    if not isinstance(model, SyncNet):
+    if not isinstance(model, EXPERT_MODELS):
         raise UserError(f"{path} holds a {type(model).__name__}, not a SyncNet model")
-    if name_or_path in (None, DEFAULT_MODEL) and default_calibration_path().is_file():
+    if model.calibration is None and name_or_path in (None, DEFAULT_MODEL) and default_calibration_path().is_file():
         model.calibration = load_calibration(default_calibration_path())
     return model
+
+
+@contextlib.contextmanager
+def _float32_policy():
+    """Keras' global dtype policy set to float32 while a model is built (a user's mixed_float16,
+    set at start-up as GPU recipes do, would otherwise build the expert's layers in float16)."""
+    import keras
+
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(policy)
 
 
 @contextlib.contextmanager
@@ -145,10 +173,10 @@ def _quiet_keras():
 
 
 def resolve_model(model: "SyncNet | str | os.PathLike | None") -> tuple["SyncNet", str]:
-    """(the SyncNet, its name in results) for a SyncNet, a .keras path, or None (the shipped expert)."""
-    from .models.siamese import SyncNet
+    """(the expert, its name in results) for an expert model, a .keras path, or None (the shipped expert)."""
+    from .models import EXPERT_MODELS
 
-    if isinstance(model, SyncNet):
+    if isinstance(model, EXPERT_MODELS):
         return model, model.name
     return load_model(model), DEFAULT_MODEL if model is None else os.fspath(model)
 

@@ -42,7 +42,7 @@ def random_lips_model() -> SyncNet:
 def windows(model, batch=2, seed=0):
     rng = np.random.default_rng(seed)
     frames = rng.uniform(0, 255, (batch, *model.frame_shape)).astype(np.float32)
-    mfcc = rng.normal(0, 10, (batch, *model.mfcc_shape)).astype(np.float32)
+    mfcc = rng.normal(0, 10, (batch, *model.audio_shape)).astype(np.float32)
     return frames, mfcc
 
 

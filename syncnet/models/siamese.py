@@ -4,7 +4,9 @@ import keras
 from keras import ops
 
 from .. import hyperparameters as hp
+from ..calibration import Calibration
 from ..errors import UserError
+from .family import LIPS, PAPER, SYNCNET_V2
 from .layers import L2Distance, SyncHead
 from .lip_encoder import build_lip_encoder, load_vvadlrs3_weights
 from .towers import LIP_FEATURE_SCALE, build_audio_tower, build_visual_tower
@@ -44,6 +46,7 @@ class SyncNet(keras.Model):
         embedding_dim: int = 256,
         bn_epsilon: float = 1e-3,
         preset: str | None = None,
+        calibration=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -60,8 +63,8 @@ class SyncNet(keras.Model):
         self.head = SyncHead(name="head")
         self.head.build(())
         # The in-sync / tampered verdict fitted for this model (syncnet.calibration.Calibration), or
-        # None. Not saved with the weights: `load_model` attaches the shipped expert's.
-        self.calibration = None
+        # None; saved inside the .keras file (get_config), so a calibrated model keeps its verdict.
+        self.calibration = calibration
         self.built = True  # every sub-layer has its weights now; nothing depends on the call
 
     @property
@@ -78,13 +81,24 @@ class SyncNet(keras.Model):
         return tuple(self.visual_tower.input_shape[1:])
 
     @property
-    def mfcc_shape(self) -> tuple:
+    def family(self):
+        """The expert family (syncnet.models.family) this model belongs to, by what its visual tower reads."""
+        return {"mouth": PAPER, "face": SYNCNET_V2, "lips": LIPS}[self.visual_input]
+
+    @property
+    def audio_shape(self) -> tuple:
+        """One audio window: (13, 20) MFCC."""
         return (hp.MFCC_NUM_CEPSTRA, hp.WINDOW_MFCC_STEPS)
+
+    def sync_logits(self, visual, audio):
+        """log-odds of P(in sync) of embedding pairs, computed in float32 whatever the compute dtype."""
+        distance = self.l2_distance([ops.cast(visual, "float32"), ops.cast(audio, "float32")])
+        return self.head.logits(distance)
 
     def check_inputs(self, frames, mfcc):
         """Raise a ValueError naming the expected shapes when the inputs cannot be paired."""
         check_shape("frames", frames, (None, *self.frame_shape))
-        check_shape("mfcc", mfcc, (None, *self.mfcc_shape))
+        check_shape("mfcc", mfcc, (None, *self.audio_shape))
 
     def encode_frames(self, frames):
         """(n, H, W, C) single frames -> (n, *feature_shape[1:]): the frozen frame encoder's
@@ -108,7 +122,7 @@ class SyncNet(keras.Model):
 
     def embed_audio(self, mfcc, training=False):
         """(batch, 13, 20) MFCC windows -> (batch, embedding_dim)."""
-        check_shape("mfcc", mfcc, (None, *self.mfcc_shape))
+        check_shape("mfcc", mfcc, (None, *self.audio_shape))
         return self.audio_tower(mfcc, training=training)
 
     def call(self, inputs, training=None):
@@ -126,7 +140,7 @@ class SyncNet(keras.Model):
         if len(mfcc.shape) == 4:
             group = mfcc.shape[1]
             visual = embed(ops.reshape(visual_inputs, (-1, *shape)), training=training)
-            audio = self.embed_audio(ops.reshape(mfcc, (-1, *self.mfcc_shape)), training=training)
+            audio = self.embed_audio(ops.reshape(mfcc, (-1, *self.audio_shape)), training=training)
             visual = ops.reshape(visual, (-1, group, 1, self.embedding_dim))
             audio = ops.reshape(audio, (-1, 1, group, self.embedding_dim))
         else:
@@ -144,7 +158,13 @@ class SyncNet(keras.Model):
             "embedding_dim": self.embedding_dim,
             "bn_epsilon": self.bn_epsilon,
             "preset": self.preset,
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
+
+    @classmethod
+    def from_config(cls, config):
+        calibration = config.pop("calibration", None)
+        return cls(**config, calibration=None if calibration is None else Calibration.from_dict(calibration))
 
 
 def check_shape(name: str, tensor, expected: tuple, wanted: str | None = None):

@@ -1,0 +1,278 @@
+"""The Wav2Lip expert family: its PyTorch network (written here from Wav2Lip's models/syncnet.py,
+random weights and BatchNorm statistics) saved as the published `lipsync_expert.pth` is saved,
+converted by `syncnet convert-weights`, and compared; its mel front-end against librosa; the bad
+checkpoints a user may hand the converter."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from syncnet.cli import main
+from syncnet.convert import convert_weights
+from syncnet.errors import UserError
+from syncnet.loading import load_model, save_model
+from syncnet.models.wav2lip import AUDIO_PLAN, FACE_PLAN, Wav2LipSyncNet
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+TOLERANCE = 1e-5
+BATCH = 4
+
+
+def import_torch():
+    return pytest.importorskip("torch", reason="PyTorch is not installed (the convert extra: pip install -e '.[convert]')")
+
+
+def wav2lip_expert(torch):
+    """Wav2Lip's SyncNet_color: two nn.Sequential encoders of Conv2d blocks (conv_block = Conv2d +
+    BatchNorm2d, then + input when residual, then ReLU), embeddings flattened and L2-normalised."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, kernel, stride, padding, residual):
+            super().__init__()
+            self.conv_block = nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding), nn.BatchNorm2d(cout))
+            self.residual = residual
+
+        def forward(self, x):
+            out = self.conv_block(x)
+            return torch.relu(out + x if self.residual else out)
+
+    def encoder(plan, channels):
+        blocks = []
+        for filters, kernel, stride, padding, residual in plan:
+            blocks.append(Block(channels, filters, kernel, stride, padding, residual))
+            channels = filters
+        return nn.Sequential(*blocks)
+
+    class Expert(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.face_encoder = encoder(FACE_PLAN, 15)
+            self.audio_encoder = encoder(AUDIO_PLAN, 1)
+
+        def forward(self, audio, faces):
+            a = torch.nn.functional.normalize(self.audio_encoder(audio).flatten(1), p=2, dim=1)
+            v = torch.nn.functional.normalize(self.face_encoder(faces).flatten(1), p=2, dim=1)
+            return a, v
+
+    return Expert()
+
+
+def random_windows(seed, batch=BATCH):
+    """Our layout: RGB lower faces (batch, 5, 48, 96, 3) in [0, 255], mel (batch, 80, 16) in [-4, 4]."""
+    rng = np.random.default_rng(seed)
+    frames = rng.uniform(0, 255, (batch, 5, 48, 96, 3)).astype(np.float32)
+    mel = rng.uniform(-4, 4, (batch, 80, 16)).astype(np.float32)
+    return frames, mel
+
+
+def to_wav2lip(torch, frames, mel):
+    """Wav2Lip's layout: BGR in [0, 1], the 5 frames concatenated on the channels (3 t + c), NCHW;
+    mel (batch, 1, 80, 16)."""
+    bgr = frames[..., ::-1] / 255.0
+    stacked = bgr.transpose(0, 2, 3, 1, 4).reshape(len(frames), 48, 96, 15).transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(mel[:, None])), torch.from_numpy(np.ascontiguousarray(stacked, np.float32))
+
+
+def randomize(torch, model):
+    """Random weights, BatchNorm statistics of each layer's real scale (one train-mode pass with
+    momentum 1), jittered; eval mode."""
+    torch.manual_seed(0)
+    batchnorms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in batchnorms:
+        bn.momentum = 1.0
+    model.train()
+    with torch.no_grad():
+        model(*to_wav2lip(torch, *random_windows(seed=100, batch=8)))
+        for bn in batchnorms:
+            bn.momentum = 0.1
+            bn.running_mean += 0.1 * bn.running_mean.abs().mean() * torch.randn_like(bn.running_mean)
+            bn.running_var *= torch.empty_like(bn.running_var).uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_(0.0, 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def expert(tmp_path_factory):
+    """(torch, the PyTorch expert, its checkpoint saved as Wav2Lip saves it: legacy format, whole dict)."""
+    torch = import_torch()
+    model = randomize(torch, wav2lip_expert(torch))
+    path = tmp_path_factory.mktemp("wav2lip") / "lipsync_expert.pth"
+    checkpoint = {"state_dict": model.state_dict(), "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}, "global_step": 7, "global_epoch": 1}
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
+    return torch, model, path
+
+
+@pytest.fixture(scope="module")
+def converted(expert, tmp_path_factory):
+    out = tmp_path_factory.mktemp("converted") / "wav2lip.keras"
+    assert main(["convert-weights", str(expert[2]), str(out)]) == 0
+    return out
+
+
+def test_published_key_layout_is_exactly_what_the_network_holds(expert):
+    published = [line.split("\t") for line in (REFERENCE / "lipsync_expert_keys.tsv").read_text().splitlines()]
+    if not published:
+        pytest.skip("../shared/reference is absent")
+    torch, model, _ = expert
+    ours = [(key, ",".join(str(d) for d in value.shape)) for key, value in model.state_dict().items()]
+    assert ours == [(key, shape) for key, shape in published]
+    assert sum(p.numel() for p in model.parameters()) == 16_435_072
+
+
+def test_converted_expert_embeds_like_pytorch(expert, converted):
+    torch, torch_model, _ = expert
+    model = load_model(converted)
+    assert isinstance(model, Wav2LipSyncNet) and model.family.name == "wav2lip"
+    frames, mel = random_windows(seed=1)
+    with torch.no_grad():
+        audio_ref, visual_ref = (x.numpy() for x in torch_model(*to_wav2lip(torch, frames, mel)))
+    cosine_ref = np.sum(audio_ref * visual_ref, axis=1)
+    assert np.std(visual_ref, axis=0).max() > 0.01 and np.std(cosine_ref) > 1e-3  # not agreement on a constant
+    visual, audio = model.embed_frames(frames).numpy(), model.embed_audio(mel).numpy()
+    np.testing.assert_allclose(visual, visual_ref, atol=TOLERANCE)
+    np.testing.assert_allclose(audio, audio_ref, atol=TOLERANCE)
+    out = model({"frames": frames, "audio": mel})
+    np.testing.assert_allclose(out["probability"].numpy(), cosine_ref, atol=TOLERANCE)
+
+
+def test_batch_statistics_match_pytorch_train_mode_and_leave_the_expert_unchanged(expert, converted):
+    torch, torch_model, _ = expert
+    model = load_model(converted)
+    before = [w.numpy().copy() for w in model.weights]
+    frames, mel = random_windows(seed=2, batch=6)
+    reference = wav2lip_expert(torch)
+    reference.load_state_dict(torch_model.state_dict())
+    reference.train()  # Wav2Lip's generator training: the expert never switched to eval()
+    with torch.no_grad():
+        audio_ref, visual_ref = (x.numpy() for x in reference(*to_wav2lip(torch, frames, mel)))
+    visual = model.embed_frames(frames, batch_statistics=True).numpy()
+    audio = model.embed_audio(mel, batch_statistics=True).numpy()
+    np.testing.assert_allclose(visual, visual_ref, atol=1e-4)
+    np.testing.assert_allclose(audio, audio_ref, atol=1e-4)
+    assert not np.allclose(visual, model.embed_frames(frames).numpy(), atol=1e-3)  # the mode matters
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, model.weights))
+
+
+def test_round_trip_keeps_family_and_calibration(converted, tmp_path):
+    from syncnet.calibration import Calibration
+
+    model = load_model(converted)
+    model.calibration = Calibration(
+        score="confidence", threshold=0.05, logistic_slope=-30.0, auc=0.9, eer=0.1, balanced_accuracy=0.9,
+        false_alarm_rate=0.1, miss_rate=0.1, num_real=20, num_swapped=20, speaking_threshold=0.02,
+    )
+    save_model(model, tmp_path / "again.keras")
+    again = load_model(tmp_path / "again.keras")
+    assert again.family.name == "wav2lip" and again.calibration.to_dict() == model.calibration.to_dict()
+    frames, mel = random_windows(seed=3)
+    np.testing.assert_array_equal(again.embed_frames(frames).numpy(), model.embed_frames(frames).numpy())
+
+
+def test_dataparallel_prefix_and_bare_state_dict_zip_format(expert, tmp_path):
+    torch, model, _ = expert
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    torch.save(state, tmp_path / "bare.pth")  # zip format, no training dict around it
+    converted = convert_weights(tmp_path / "bare.pth", tmp_path / "bare.keras")
+    assert converted.family.name == "wav2lip"
+
+
+# --- Bad checkpoints: one clear line, nothing written ---------------------------------------------
+
+
+def refused(capsys, tmp_path, source, *expected):
+    out = tmp_path / "out" / "expert.keras"
+    out.parent.mkdir()
+    assert main(["convert-weights", str(source), str(out)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "Traceback" not in error, error
+    for text in expected:
+        assert text in error, error
+    assert list(out.parent.iterdir()) == []
+    return error
+
+
+def test_truncated_published_file_is_refused(capsys, tmp_path):
+    import_torch()
+    source = REFERENCE / "lipsync_expert_header_only.pth"
+    if not source.is_file():
+        pytest.skip("../shared/reference is absent")
+    copy = tmp_path / "lipsync_expert.pth"
+    shutil.copy(source, copy)
+    refused(capsys, tmp_path, copy, "cut short")
+
+
+def test_generator_and_quality_discriminator_are_named(expert, capsys, tmp_path):
+    torch, _, _ = expert
+    generator = {"face_encoder_blocks.0.0.conv_block.0.weight": torch.zeros(16, 6, 7, 7), "audio_encoder.0.conv_block.0.weight": torch.zeros(32, 1, 3, 3), "face_decoder_blocks.0.0.conv_block.0.weight": torch.zeros(1), "output_block.0.conv_block.0.weight": torch.zeros(1)}
+    torch.save({"state_dict": generator}, tmp_path / "wav2lip.pth")
+    refused(capsys, tmp_path, tmp_path / "wav2lip.pth", "Wav2Lip's generator")
+    disc = {"face_encoder_blocks.0.0.conv_block.0.weight": torch.zeros(1), "binary_pred.weight": torch.zeros(1)}
+    torch.save({"state_dict": disc}, tmp_path / "visual_quality_disc.pth")
+    (tmp_path / "out").rmdir()
+    refused(capsys, tmp_path, tmp_path / "visual_quality_disc.pth", "visual quality discriminator")
+
+
+def test_mismatched_keys_are_named(expert, capsys, tmp_path):
+    torch, model, _ = expert
+    state = dict(model.state_dict())
+    del state["audio_encoder.13.conv_block.0.bias"]
+    state["face_encoder.3.conv_block.0.weight"] = torch.zeros(64, 64, 5, 5)
+    state["face_encoder.17.conv_block.0.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "odd.pth")
+    refused(
+        capsys,
+        tmp_path,
+        tmp_path / "odd.pth",
+        "Wav2Lip's expert",
+        "face_encoder.3.conv_block.0.weight has shape (64, 64, 5, 5)",
+        "missing audio_encoder.13.conv_block.0.bias",
+    )
+
+
+def test_unknown_and_latentsync_checkpoints_list_the_supported(expert, capsys, tmp_path):
+    torch, _, _ = expert
+    torch.save({"encoder.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    refused(capsys, tmp_path, tmp_path / "other.pth", "lipsync_expert.pth", "syncnet_v2.model")
+
+
+def test_wrong_shapes_into_the_model_are_refused():
+    model = Wav2LipSyncNet(width=0.0625)
+    with pytest.raises(UserError, match=r"\(batch, 5, 48, 96, 3\)"):
+        model.embed_frames(np.zeros((2, 5, 96, 96, 3), np.float32))
+    with pytest.raises(UserError, match=r"\(batch, 80, 16\)"):
+        model.embed_audio(np.zeros((2, 13, 20), np.float32))
+
+
+# --- The mel front-end ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pad_mode", ["reflect", "constant"])
+def test_mel_matches_librosa(pad_mode):
+    librosa = pytest.importorskip("librosa", reason="librosa is not installed (the test extra)")
+    from scipy.signal import lfilter
+
+    from syncnet.audio import mel
+
+    rng = np.random.default_rng(0)
+    t = np.arange(16000 * 2) / 16000
+    wav = (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 3 * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+    wav[8000:12000] = 0  # silence: the -100 dB floor and the clipping at -4
+    # Wav2Lip's audio.melspectrogram with its hparams, librosa 0.7's reflect padding made explicit
+    spectrum = np.abs(librosa.stft(y=lfilter([1, -0.97], [1], wav), n_fft=800, hop_length=200, win_length=800, pad_mode=pad_mode))
+    decibels = 20 * np.log10(np.maximum(1e-5, librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600) @ spectrum)) - 20
+    reference = np.clip(8 * ((decibels + 100) / 100) - 4, -4, 4)
+    ours = mel(wav, pad_mode=pad_mode).numpy()
+    assert ours.shape == reference.shape == (80, 1 + len(wav) // 200)
+    assert reference.min() == -4 and reference.max() > 0
+    np.testing.assert_allclose(ours, reference, atol=1e-3)
+
+
+def test_window_rule_is_wav2lips():
+    from syncnet.models.family import WAV2LIP
+
+    assert WAV2LIP.audio_shape == (80, 16)
+    assert [WAV2LIP.audio_window_start(frame) for frame in (0, 1, 2, 3, 10, 24)] == [int(80 * f / 25) for f in (0, 1, 2, 3, 10, 24)]
