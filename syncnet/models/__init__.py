@@ -1,8 +1,8 @@
 """Towers, the distance layer, the head and the siamese SyncNet model."""
 
+from .family import FAMILIES, ExpertFamily
 from .layers import L2Distance, SyncHead
 from .losses import BalancedBinaryCrossentropy, ContrastiveLoss, MultiwayLoss
-from .family import FAMILIES, ExpertFamily
 from .siamese import PRESETS, SyncNet, build_model, check_shape
 from .wav2lip import Wav2LipSyncNet
 
