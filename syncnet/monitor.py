@@ -1,20 +1,26 @@
 """`syncnet monitor`: the lip sync of a live stream (or a file), chunk by chunk, while it plays.
 
-    syncnet monitor SOURCE [--chunk 4] [--json] [--model NAME_OR_PATH] [--min-confidence 1.5]
+    syncnet monitor SOURCE [--chunk 4] [--json] [--model NAME_OR_PATH] [--min-confidence C]
                            [--window 8] [--timeout 10] [--retries 5]
 
 SOURCE is a file, an HLS playlist (.m3u8) or any URL FFmpeg opens (rtmp://, rtsp://, srt://, ...).
 
-- A thread reads: PyAV decodes the video through FFmpeg's fps filter (25 fps, round=near: the grid
-  video.py puts files on) and resamples the audio to 16 kHz mono, placing both by their timestamps,
-  and cuts the stream into chunks of --chunk seconds. The main thread scores each chunk with
-  `scoring.score_media` - the faces, crops, towers and offset search of `syncnet score` - on the
+- A thread reads: PyAV decodes the stream and places it on video.py's timeline, the one `syncnet
+  score` reads a file on - each frame in its 25 fps slot (`video.FrameGrid`, ffmpeg's fps=25
+  round=near), each audio frame at its own timestamp, resampled to 16 kHz mono
+  (`video.AudioTimeline`: gaps silent, overlaps dropped) - so a file scored whole and the same file
+  streamed see the same frames against the same sound. It cuts the stream into chunks of --chunk
+  seconds. The main thread scores each chunk with `scoring.score_media` - the faces, crops, towers,
+  offset search and `offsets.Verdict` of `syncnet score`, with the model's calibration - on the
   chunk's frames held in memory, while the next chunk is read. At most three chunks of frames are
   held (one scored, one waiting, one filling), whatever the stream's length. When the scoring falls
   behind a live stream, the waiting chunk is dropped for the newer one (counted in the summary).
-- One line (or JSON object) per chunk: stream time, offset, LSE-D, LSE-C, verdict, and a rolling
-  offset: the confidence-weighted median offset of the last --window chunks that had a reliable one.
-  Silent chunks (video.is_silent) and chunks under --min-confidence do not count towards it.
+- One line (or JSON object) per chunk: stream time, offset, LSE-D, LSE-C, verdict and
+  `verdict_reason`, and a rolling offset: the confidence-weighted median offset of the last --window
+  chunks whose verdict was in sync or out of sync. The verdict: "in sync" is `syncnet score`'s
+  (`offsets.Verdict`); a chunk not in sync is "out of sync" when its offset beats chance for the
+  chunk's evidence (`offset_evidence`: the bar scales as 1 / sqrt(windows)), else "low
+  confidence"; "silent" (video.is_silent) and "not scored" (no face, ...) chunks count for nothing.
 - A URL that stalls (no data for --timeout seconds: make it longer than an HLS segment), breaks, or
   ends while live, is opened again after 1, 2, 4, ... seconds, at most --retries times in a row;
   then the monitor gives up with a one-line error (exit 1). The end of a file or of a finished
@@ -23,6 +29,7 @@ SOURCE is a file, an HLS playlist (.m3u8) or any URL FFmpeg opens (rtmp://, rtsp
 
 import contextlib
 import json
+import math
 import signal
 import sys
 import threading
@@ -44,6 +51,14 @@ DEFAULT_WINDOW = 8  # chunks in the rolling offset
 MAX_REWIND_SECONDS = 30  # HLS restarts up to 3 segments back: a stream no further behind has the same clock
 FIRST_RETRY_DELAY = 1.0  # s, doubled at every failed attempt
 MAX_RETRY_DELAY = 30.0
+
+# The chance bar for a chunk's offset, for a model with a calibration (see `offset_evidence`): LSE-C
+# scaled to 95 windows (a 4 s chunk). Measured with the shipped expert on 4 s chunks of 9 real clips
+# with another clip's audio (28 chunks; unrelated audio, whose best offset is chance): LSE-C 0.17-0.71,
+# median 0.45, one above 0.65; the same clips' own audio 0.68-3.13 (in sync: 0.9 and up), and the
+# 320 ms delayed *demo_output_test_offset_12.avi 0.70, 0.81 and 0.88 at -8.
+CHANCE_WINDOWS = 95
+CHANCE_LSE_C = 0.65
 
 # Verdicts, one per chunk
 IN_SYNC = "in sync"
@@ -153,140 +168,115 @@ class _Clock:
 
 
 def _read_connection(source, chunk_frames, clock: _Clock, unread: float, timeout: float, is_file: bool) -> Iterator[Chunk]:
-    """One connection's chunks, timed by `clock`; the stream went unread for `unread` s before it."""
+    """One connection's chunks, timed by `clock`; the stream went unread for `unread` s before it.
+
+    The timeline is video.py's, as `syncnet score` reads a file: each frame goes to its 25 fps slot
+    (`video.frame_slot`, `video.FrameGrid`), each audio frame to its timestamp (`video.AudioTimeline`),
+    and the video ends where its last packet ends (`video.packet_end`)."""
     import av
 
+    from .video import (
+        AudioTimeline,
+        FrameGrid,
+        MediaError,
+        check_exists,
+        ffmpeg_reason,
+        frame_slot,
+        is_still_image,
+        packet_end,
+        time_slot,
+        unreadable,
+    )
+
+    def failed(error) -> str:
+        return unreadable(source, error) if is_file else f"{source}: cannot read (FFmpeg: {ffmpeg_reason(error)})"
+
+    if is_file:
+        try:
+            check_exists(source)
+        except MediaError as error:
+            raise StreamError(str(error)) from None
     try:
         container = av.open(source, timeout=(timeout, timeout))
     except av.FFmpegError as error:
-        raise StreamError(f"{source}: cannot open: {_reason(error)}") from None
+        raise StreamError(unreadable(source, error) if is_file else f"{source}: cannot open (FFmpeg: {ffmpeg_reason(error)})") from None
     with container:
-        if not container.streams.video or not container.streams.audio:
-            raise StreamError(f"{source}: has no {'video' if not container.streams.video else 'audio'} track")
+        if not container.streams.video:
+            raise StreamError(f"{source}: has no video track")
+        if is_still_image(container):
+            raise StreamError(f"{source}: a still image, not a video")
+        if not container.streams.audio:
+            raise StreamError(f"{source}: has no audio track")
         live = not is_file and container.duration is None
         video, audio = container.streams.video[0], container.streams.audio[0]
         video.thread_type = "AUTO"
-        to_25_fps = _FpsFilter(video)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=hp.AUDIO_SAMPLE_RATE)
-        timeline = _AudioTimeline()
-        keep_from = None  # the first slot this connection hands out
-        frames, complete = [], deque()  # complete: chunks of frames whose audio may still be coming
+        grid, timeline = FrameGrid(), AudioTimeline()
+        keep_from, video_end = None, None  # the first slot this connection hands out; where its video ends
+        frames, complete = [], deque()  # complete: (first slot, frames) of chunks whose audio may still be coming
 
         def chunks_ready(end_of_stream=False):
             """Complete chunks whose audio has arrived: all of them at the end of the stream, and
             the oldest as soon as another is complete (audio that lags that far is not coming)."""
-            while complete and (end_of_stream or len(complete) > 1 or timeline.end >= _sample(complete[0][-1].pts + 1)):
-                held = complete.popleft()
-                first, end = held[0].pts, held[-1].pts + 1
+            while complete and (end_of_stream or len(complete) > 1 or (timeline.end or 0) >= _sample(complete[0][0] + len(complete[0][1]))):
+                first, held = complete.popleft()
+                end = first + len(held)
                 start = clock.seconds(first)
                 audio_samples = timeline.take(_sample(first), _sample(end))
                 clock.resume = end
                 name = f"{source} [{start:.1f}-{clock.seconds(end):.1f} s]"
-                yield Chunk(name, start, held, audio_samples, time.monotonic(), live)
+                yield Chunk(name, start, held, audio_samples, time.monotonic(), live, tuple(timeline.warnings()))
 
-        def add(frames_25):
+        def add(slotted):
             nonlocal keep_from, frames
-            for frame_25 in frames_25:
+            for slot, frame in slotted:
                 if keep_from is None:
-                    keep_from = clock.first_slot_to_keep(frame_25.pts, unread)
-                if frame_25.pts >= keep_from:
-                    frames.append(frame_25)
+                    keep_from = clock.first_slot_to_keep(slot, unread)
+                if slot < keep_from:
+                    continue
+                frames.append((slot, frame))
                 if len(frames) == chunk_frames:
-                    complete.append(frames)
+                    complete.append((frames[0][0], [shown for _, shown in frames]))
                     frames = []
 
         try:
             for packet in container.demux(video, audio):
-                try:
-                    decoded = packet.decode()
-                except av.InvalidDataError:  # one damaged packet (live streams have them): skip it, not the stream
-                    continue
-                for frame in decoded:
-                    if packet.stream is audio:
-                        timeline.add(resampler.resample(frame))
-                    else:
-                        add(to_25_fps.frames(frame))
+                if packet.stream is audio:
+                    timeline.add(packet)
+                else:
+                    ends = packet_end(packet)
+                    if ends is not None:
+                        video_end = ends if video_end is None else max(video_end, ends)
+                    try:
+                        decoded = packet.decode()
+                    except av.InvalidDataError:  # one damaged packet (live streams have them): skip it, not the stream
+                        continue
+                    for frame in decoded:
+                        slot = frame_slot(frame)
+                        if slot is not None:
+                            add(grid.add(slot, frame))
                 yield from chunks_ready()
-            timeline.add(resampler.resample(None))
-            add(to_25_fps.frames(None))
+            timeline.finish()
+            if video_end is not None:
+                add(grid.finish(time_slot(video_end)))
         except av.ExitError:  # PyAV's read time-out interrupted FFmpeg ("Immediate exit requested")
             raise StreamError(f"{source}: no data for {timeout:g} s") from None
         except av.FFmpegError as error:
-            raise StreamError(f"{source}: {_reason(error)}") from None
-        if keep_from is None:
-            raise StreamError(f"{source}: no video frames")
+            raise StreamError(failed(error)) from None
+        except MediaError as error:  # the audio timestamps leave too much unfilled
+            raise StreamError(f"{source}: {error}") from None
+        if grid.shown is None:
+            raise StreamError(f"{source}: no decodable video frames")
         if live:  # a live stream does not end: it stalled or stopped (the part-filled chunk comes again, or is lost)
             yield from chunks_ready(end_of_stream=True)
             raise StreamError(f"{source}: the live stream stopped")
         if len(frames) >= chunk_frames / 2:  # the last, shorter chunk, when it is worth scoring
-            complete.append(frames)
+            complete.append((frames[0][0], [shown for _, shown in frames]))
         yield from chunks_ready(end_of_stream=True)
 
 
 def _sample(slot: int) -> int:
     """The audio sample at the time of a 25 fps slot."""
     return slot * hp.SAMPLES_PER_FRAME
-
-
-def _reason(error) -> str:
-    return (getattr(error, "strerror", None) or str(error)).splitlines()[0]
-
-
-class _FpsFilter:
-    """FFmpeg's fps filter (round=near, the grid video.py puts files on): frames in, 25 fps frames
-    out, each with pts = its slot (time * 25)."""
-
-    def __init__(self, stream):
-        import av.filter
-
-        self.graph = av.filter.Graph()
-        source = self.graph.add_buffer(template=stream)
-        fps = self.graph.add("fps", f"fps={hp.VIDEO_FPS}:round=near")
-        source.link_to(fps)
-        fps.link_to(self.graph.add("buffersink"))
-        self.graph.configure()
-
-    def frames(self, frame) -> list:
-        """The 25 fps frames `frame` completes; None flushes the last ones."""
-        import av
-
-        self.graph.push(frame)
-        out = []
-        while True:
-            try:
-                out.append(self.graph.pull())
-            except (av.error.BlockingIOError, av.error.EOFError):
-                return out
-
-
-class _AudioTimeline:
-    """16 kHz mono samples placed by their timestamps (sample n at n / 16000 s): a gap becomes
-    silence, an overlap keeps the earlier samples. Only what no chunk has taken yet is kept."""
-
-    def __init__(self):
-        self.pieces = deque()  # (first sample, float32 array), in order, not overlapping
-        self.end = 0  # one past the last sample
-
-    def add(self, resampled_frames):
-        for frame in resampled_frames:
-            samples = frame.to_ndarray()[0]
-            position = self.end if frame.pts is None else round(frame.pts * frame.time_base * hp.AUDIO_SAMPLE_RATE)
-            if self.pieces and position < self.end:
-                samples, position = samples[self.end - position :], self.end
-            if len(samples):
-                self.pieces.append((position, samples))
-                self.end = position + len(samples)
-
-    def take(self, begin: int, end: int) -> np.ndarray:
-        """Samples [begin, end), zeros where none arrived; everything before `end` is let go."""
-        out = np.zeros(end - begin, np.float32)
-        for position, samples in self.pieces:
-            low, high = max(position, begin), min(position + len(samples), end)
-            if low < high:
-                out[low - begin : high - begin] = samples[low - position : high - position]
-        while self.pieces and self.pieces[0][0] + len(self.pieces[0][1]) <= end:
-            self.pieces.popleft()
-        return np.clip(out, -1.0, 1.0)
 
 
 # --- Scoring ----------------------------------------------------------------------------------
@@ -303,10 +293,14 @@ class ChunkReport:
     min_dist: float | None = None  # LSE-D
     confidence: float | None = None  # LSE-C
     sync_probability: float | None = None
+    tampered: float | None = None  # P(tampered) from the model's calibration; None without one
+    windows: int | None = None  # 5-frame windows the chunk's face was scored on: its evidence
+    verdict_reason: str = ""  # the figures that decided the verdict (offsets.Verdict's, and the offset's evidence)
     rolling_offset_frames: int | None = None  # confidence-weighted median over the recent reliable chunks
     lag: float = 0.0  # s from the chunk's last frame arriving to this report
     score_seconds: float = 0.0  # s spent scoring it
     error: str | None = None
+    warnings: list = field(default_factory=list)
 
     def line(self) -> str:
         where = f"{self.start:7.1f}-{self.end:.1f} s".ljust(16)
@@ -319,7 +313,7 @@ class ChunkReport:
             )
         rolling = "-" if self.rolling_offset_frames is None else f"{self.rolling_offset_frames:+d}"
         line = f"{where}  {numbers}  {self.verdict:<14}  rolling {rolling:>3}  lag {self.lag:4.1f} s"
-        return line + (f"  ({self.error})" if self.error else "")
+        return line + (f"  ({self.verdict_reason})" if self.verdict_reason else "")
 
 
 class RollingOffset:
@@ -341,34 +335,69 @@ class RollingOffset:
         return int(offsets[int(np.searchsorted(cumulative, cumulative[-1] / 2))])
 
 
+def offset_evidence(confidence: float, windows: int, calibrated: bool, min_confidence: float | None = None) -> tuple[bool, str]:
+    """Whether a chunk's offset beats chance, and the figure that says so (for `verdict_reason`).
+
+    With --min-confidence: LSE-C above it. By default, for a model with a calibration: LSE-C scaled
+    to CHANCE_WINDOWS windows, LSE-C * sqrt(windows / CHANCE_WINDOWS), above CHANCE_LSE_C - the best
+    offset of unrelated audio is the minimum of 2 vshift + 1 mean distances whose noise falls as
+    1 / sqrt(windows), so a chunk half as long needs sqrt(2) times the LSE-C. Without a calibration:
+    LSE-C above the placeholder rule's bar (offsets.IN_SYNC_MIN_CONFIDENCE), as `Verdict` uses."""
+    from .offsets import IN_SYNC_MIN_CONFIDENCE
+
+    if min_confidence is not None or not calibrated:
+        bar = IN_SYNC_MIN_CONFIDENCE if min_confidence is None else min_confidence
+        reliable = confidence > bar
+        return reliable, f"LSE-C {confidence:.2f} {'>' if reliable else '<='} {bar:g}"
+    scaled = confidence * math.sqrt(max(windows, 1) / CHANCE_WINDOWS)
+    reliable = scaled > CHANCE_LSE_C
+    return reliable, (
+        f"LSE-C {confidence:.2f} over {windows} windows ({scaled:.2f} at {CHANCE_WINDOWS}) "
+        f"{'>' if reliable else '<='} chance {CHANCE_LSE_C:g}"
+    )
+
+
 def score_chunk(
     chunk: Chunk, index: int, model, rolling: RollingOffset, *, vshift: int = hp.VSHIFT, min_confidence: float | None = None
 ) -> ChunkReport:
-    """Score one chunk as `syncnet score` scores a file, give it a verdict, feed the rolling offset."""
-    from .offsets import IN_SYNC_MAX_OFFSET, IN_SYNC_MIN_CONFIDENCE
+    """Score one chunk as `syncnet score` scores a file - the same `offsets.Verdict`, with the
+    model's calibration - give it a verdict, feed the rolling offset.
+
+    in sync: the Verdict's (offset within a frame of 0, P(tampered) < 0.5; without a calibration
+    LSE-C above the bar). Otherwise out of sync when the offset beats chance (`offset_evidence`),
+    low confidence when it does not. verdict_reason: the Verdict's reason, and for a chunk not in
+    sync the offset's evidence."""
+    from .offsets import IN_SYNC_MIN_CONFIDENCE
     from .scoring import score_media
     from .video import is_silent
 
-    min_confidence = IN_SYNC_MIN_CONFIDENCE if min_confidence is None else min_confidence
     began = time.monotonic()
     report = ChunkReport(index, round(chunk.start, 3), round(chunk.start + chunk.duration, 3), SILENT)
-    if not is_silent(chunk.audio):
-        result = score_media(chunk, model, vshift=vshift, min_confidence=min_confidence)
+    if is_silent(chunk.audio):
+        report.verdict_reason = "the audio is silent"
+    else:
+        bar = IN_SYNC_MIN_CONFIDENCE if min_confidence is None else min_confidence
+        result = score_media(chunk, model, vshift=vshift, min_confidence=bar)
         if result.status != "ok":
             report.verdict, report.error = NOT_SCORED, result.error.removeprefix(f"{chunk.path}: ")
+            report.verdict_reason = report.error
         else:
+            best = result.best
             report.offset_frames = result.offset_frames
             report.offset_ms = 1000.0 * result.offset_seconds
             report.min_dist, report.confidence = result.min_dist, result.confidence
-            report.sync_probability = result.sync_probability
+            report.sync_probability, report.tampered = result.sync_probability, result.tampered
+            report.windows = best.num_frames - hp.WINDOW_FRAMES
+            calibrated = result.tampered is not None
+            reliable, evidence = offset_evidence(result.confidence, report.windows, calibrated, min_confidence)
             if result.in_sync:
-                report.verdict = IN_SYNC
-            elif abs(result.offset_frames) > IN_SYNC_MAX_OFFSET and result.confidence > min_confidence:
-                report.verdict = OUT_OF_SYNC  # a clear offset; near 0 but not in sync is not one
+                report.verdict, report.verdict_reason = IN_SYNC, result.verdict_reason
             else:
-                report.verdict = LOW_CONFIDENCE
+                report.verdict = OUT_OF_SYNC if reliable else LOW_CONFIDENCE
+                report.verdict_reason = f"{result.verdict_reason}; offset {'beats' if reliable else 'does not beat'} chance: {evidence}"
             if report.verdict != LOW_CONFIDENCE:
                 rolling.add(result.offset_frames, result.confidence)
+            report.warnings = list(result.warnings)
     report.rolling_offset_frames = rolling.offset_frames
     now = time.monotonic()
     report.score_seconds, report.lag = round(now - began, 3), round(now - chunk.received, 3)
@@ -428,7 +457,8 @@ def configure_parser(parser):
         "--min-confidence",
         type=float,
         default=None,
-        help="LSE-C a chunk needs for its offset to count (default: scoring's in-sync threshold)",
+        help="LSE-C a chunk not in sync needs for its offset to count (default: the chance bar for the chunk's "
+        "length with a calibrated model, scoring's placeholder bar without one)",
     )
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="reliable chunks in the rolling offset (default %(default)s)")
     parser.add_argument(

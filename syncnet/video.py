@@ -24,6 +24,7 @@ A VidTIMIT sequence (a folder of numbered JPEG frames, 25 fps, with a separate W
 
 import math
 import re
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -125,10 +126,10 @@ def load_media(path, audio_path=None) -> Media:
                 if packet.stream.type == "audio":
                     audio_decoder.add(packet)
                     continue
-                if packet.pts is not None and not packet.is_discard:  # discarded: outside the edit list
+                ends = packet_end(packet)
+                if ends is not None:
                     num_packets += 1
-                    packet_end = (packet.pts + packet.duration) * packet.time_base
-                    end_time = packet_end if end_time is None else max(end_time, packet_end)
+                    end_time = ends if end_time is None else max(end_time, ends)
                 if first_frame is None:
                     first_frame = next(iter(packet.decode()), None)
         if first_frame is None or end_time is None:
@@ -185,9 +186,12 @@ def is_silent(audio: np.ndarray) -> bool:
     return rms < 10 ** (SILENCE_DBFS / 20)
 
 
-def _slot(seconds) -> int:
+def time_slot(seconds) -> int:
     """The 25 fps output slot of a timestamp, rounded half up as ffmpeg's fps filter does (round=near)."""
     return math.floor(Fraction(seconds) * hp.VIDEO_FPS + Fraction(1, 2))
+
+
+_slot = time_slot
 
 
 def to_array(frame: av.VideoFrame, gray: bool = False) -> np.ndarray:
@@ -217,22 +221,60 @@ def _video_frames(path, first_slot: int, count: int, seek: bool, gray: bool = Fa
     each slot shows the latest frame due at or before it, and the last frame repeats if the
     video ends early."""
     end_slot = first_slot + count
-    shown, next_slot = None, None
+    grid = FrameGrid()
     for slot, frame in _timed_frames(path, first_slot, seek):
-        if shown is None:
-            next_slot = slot
-        # `frame` is due at `slot`: the slots before it show the previous frame (a frame due at a
-        # slot already shown, from non-monotonic timestamps, just replaces it, as in ffmpeg)
-        for _ in range(max(next_slot, first_slot), min(slot, end_slot)):
-            yield to_array(shown, gray)
-        next_slot = max(next_slot, slot)
-        if next_slot >= end_slot:
+        for shown_slot, shown in grid.add(slot, frame):
+            if shown_slot >= end_slot:
+                return
+            if shown_slot >= first_slot:
+                yield to_array(shown, gray)
+        if grid.next_slot >= end_slot:
             return
-        shown = frame
-    if shown is None:
+    if grid.shown is None:
         raise MediaError(f"{path}: no decodable video frames")
-    for _ in range(max(next_slot, first_slot), end_slot):
-        yield to_array(shown, gray)
+    for shown_slot, shown in grid.finish(end_slot):
+        if shown_slot >= first_slot:
+            yield to_array(shown, gray)
+
+
+class FrameGrid:
+    """Frames timed by their 25 fps slot in, one frame per slot out (ffmpeg's `fps=25`, round=near):
+    slot k shows the latest frame due at or before it, so frames are repeated or dropped to fill the
+    grid. The one grid for files (`Media.frames`) and streams (monitor)."""
+
+    def __init__(self):
+        self.shown = None  # the frame the next slots show, until a later one is due
+        self.next_slot = None  # the first slot not handed out yet
+
+    def add(self, slot: int, frame) -> Iterator[tuple[int, object]]:
+        """`frame` is due at `slot`: (slot, frame) for the slots before it, which show the previous
+        frame (a frame due at a slot already handed out, from non-monotonic timestamps, just
+        replaces the previous one, as in ffmpeg)."""
+        if self.shown is not None:
+            for earlier in range(self.next_slot, slot):
+                yield earlier, self.shown
+        self.next_slot = slot if self.shown is None else max(self.next_slot, slot)
+        self.shown = frame
+
+    def finish(self, end_slot: int) -> Iterator[tuple[int, object]]:
+        """The last frame in every slot up to `end_slot` (the end of the video's last frame)."""
+        if self.shown is not None:
+            for slot in range(self.next_slot, end_slot):
+                yield slot, self.shown
+            self.next_slot = max(self.next_slot, end_slot)
+
+
+def frame_slot(frame) -> int | None:
+    """The 25 fps slot a decoded frame is due at (None for a frame without a timestamp)."""
+    return None if frame.pts is None else _slot(frame.pts * frame.time_base)
+
+
+def packet_end(packet) -> Fraction | None:
+    """When a video packet's frame ends (seconds), None for one without a timestamp or outside the
+    edit list: the latest of these is where a video ends on the 25 fps grid."""
+    if packet.pts is None or packet.is_discard:
+        return None
+    return (packet.pts + packet.duration) * packet.time_base
 
 
 def _timed_frames(path, first_slot: int, seek: bool) -> Iterator[tuple[int, av.VideoFrame]]:
@@ -245,7 +287,7 @@ def _timed_frames(path, first_slot: int, seek: bool) -> Iterator[tuple[int, av.V
             video.thread_type = "AUTO"
             if seeking and not _seek_before(container, video, first_slot):
                 continue
-            timed = ((_slot(frame.pts * frame.time_base), frame) for frame in _decodable_frames(container, video) if frame.pts is not None)
+            timed = ((frame_slot(frame), frame) for frame in _decodable_frames(container, video) if frame.pts is not None)
             first = next(timed, None)
             if first is None or (seeking and first[0] > first_slot):
                 continue
@@ -365,9 +407,16 @@ class _AudioDecoder:
             self.chunks.append(samples[dropped:])
 
     def samples(self) -> np.ndarray:
-        if self.resampler is not None:
+        """All the samples (those not popped yet), the resampler flushed: the end of the audio."""
+        return self.pop_samples(flush=True)
+
+    def pop_samples(self, flush: bool = False) -> np.ndarray:
+        """The samples decoded since the last call, clipped to [-1, 1], and let go; `flush`: the
+        resampler's last held-back samples too (at the end of the audio)."""
+        if flush and self.resampler is not None:
             self._keep(self.resampler.resample(None))
         audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        self.chunks = []
         return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
 
     def warnings(self) -> list[str]:
@@ -402,6 +451,47 @@ class _AudioDecoder:
                     "scored, may blend two sounds or cancel out, so expect lower confidence"
                 )
         return found
+
+
+class AudioTimeline:
+    """A stream's audio as `load_media` places a file's (`_AudioDecoder`: each frame at its timestamp,
+    gaps silent, overlaps dropped), read piece by piece: 16 kHz mono samples by their position on
+    the stream's clock (sample n at n / 16000 s). Only the samples not taken yet are held."""
+
+    def __init__(self):
+        self.decoder = _AudioDecoder()
+        self.pieces = deque()  # (first sample, float32 array), in order, contiguous
+        self.end = None  # one past the last sample; None before the first
+
+    def add(self, packet):
+        self.decoder.add(packet)
+        self._collect(self.decoder.pop_samples())
+
+    def finish(self):
+        """The end of the audio: the resampler's held-back samples."""
+        self._collect(self.decoder.pop_samples(flush=True))
+
+    def _collect(self, samples):
+        if not len(samples):
+            return
+        if self.end is None:  # the decoder's samples run on from its first frame's timestamp
+            self.end = round(Fraction(self.decoder.start_time or 0) * hp.AUDIO_SAMPLE_RATE)
+        self.pieces.append((self.end, samples))
+        self.end += len(samples)
+
+    def take(self, begin: int, end: int) -> np.ndarray:
+        """Samples [begin, end), zeros where there are none; everything before `end` is let go."""
+        out = np.zeros(end - begin, np.float32)
+        for position, samples in self.pieces:
+            low, high = max(position, begin), min(position + len(samples), end)
+            if low < high:
+                out[low - begin : high - begin] = samples[low - position : high - position]
+        while self.pieces and self.pieces[0][0] + len(self.pieces[0][1]) <= end:
+            self.pieces.popleft()
+        return out
+
+    def warnings(self) -> list[str]:
+        return self.decoder.warnings()
 
 
 def _place_at(audio: np.ndarray, audio_start, start_time) -> np.ndarray:
@@ -511,5 +601,13 @@ def _translate_errors(path):
     try:
         yield
     except av.FFmpegError as error:
-        reason = (error.strerror or str(error)).splitlines()[0]
-        raise MediaError(f"{path}: not a media file, or corrupt or truncated (FFmpeg: {reason})") from error
+        raise MediaError(unreadable(path, error)) from error
+
+
+def unreadable(path, error: av.FFmpegError) -> str:
+    """The one line for a file FFmpeg cannot read (scoring a file and monitoring it say the same)."""
+    return f"{path}: not a media file, or corrupt or truncated (FFmpeg: {ffmpeg_reason(error)})"
+
+
+def ffmpeg_reason(error: av.FFmpegError) -> str:
+    return (getattr(error, "strerror", None) or str(error)).splitlines()[0]
