@@ -43,9 +43,10 @@ class TrackPlans:
     audio_frames: int  # 25 fps frames with audio under them
 
 
-def plan_tracks(media, vshift: int, progress: bool = False) -> TrackPlans:
-    """Check the media (audio not silent, at least 6 frames with audio), follow its faces, and lay out
-    each track's windows as syncnet_python does. Raises ValueError with a one-line reason."""
+def plan_tracks(media, vshift: int, progress: bool = False, window_frames: int = hp.WINDOW_FRAMES) -> TrackPlans:
+    """Check the media (audio not silent, at least window_frames + 1 frames with audio), follow its
+    faces, and lay out each track's windows of `window_frames` frames as syncnet_python does. Raises
+    UserError with a one-line reason."""
     from .faces import find_face_tracks
     from .video import is_silent
 
@@ -53,9 +54,9 @@ def plan_tracks(media, vshift: int, progress: bool = False) -> TrackPlans:
     if is_silent(media.audio):
         raise UserError(f"{path}: the audio is silent")
     audio_frames = len(media.audio) // hp.SAMPLES_PER_FRAME
-    if min(media.num_frames, audio_frames) < hp.WINDOW_FRAMES + 1:
+    if min(media.num_frames, audio_frames) < window_frames + 1:
         raise UserError(
-            f"{path}: too short: {min(media.num_frames, audio_frames)} frames of video with audio, need at least {hp.WINDOW_FRAMES + 1}"
+            f"{path}: too short: {min(media.num_frames, audio_frames)} frames of video with audio, need at least {window_frames + 1}"
         )
 
     tracking = find_face_tracks(progress_bar(media.frames(gray=True), media.num_frames, "faces", progress))
@@ -65,7 +66,7 @@ def plan_tracks(media, vshift: int, progress: bool = False) -> TrackPlans:
     for track in tracking.tracks:
         # syncnet_python cuts each track's audio to the track: it scores min(track, audio) frames
         num_frames = min(track.end - track.start, audio_frames - track.start)
-        windows = num_frames - hp.WINDOW_FRAMES
+        windows = num_frames - window_frames
         if windows < 1:
             warnings.append(f"face track {track.track_id}: only {max(num_frames, 0)} frames with audio, not scored")
             continue
@@ -76,7 +77,7 @@ def plan_tracks(media, vshift: int, progress: bool = False) -> TrackPlans:
             )
         plans[track.track_id] = TrackPlan(track.track_id, track.start, num_frames, windows, track_vshift)
     if not plans:
-        raise UserError(f"{path}: no face track is longer than {hp.WINDOW_FRAMES} frames")
+        raise UserError(f"{path}: no face track is longer than {window_frames} frames")
     tracks = [track for track in tracking.tracks if track.track_id in plans]
     return TrackPlans(tracks, plans, warnings, audio_frames)
 
@@ -91,6 +92,7 @@ class Towers:
     embed_audio: object
     feature_shape: tuple
     embedding_dim: int
+    family: object  # models.family.ExpertFamily: the audio window rule, the window length
 
 
 @functools.lru_cache(maxsize=4)  # traced once per model; keeps the last few models alive, no more
@@ -100,27 +102,47 @@ def compiled_towers(model) -> Towers:
     def compiled(function, shape):
         return tf.function(function, input_signature=[tf.TensorSpec((None, *shape), tf.float32)])
 
+    frame_encoder = getattr(model, "frame_encoder", None)  # only the `lips` preset has one
     return Towers(
-        encode_frames=None if model.frame_encoder is None else compiled(model.encode_frames, model.frame_shape[1:]),
-        embed_features=compiled(model.embed_features, model.feature_shape),
+        encode_frames=None if frame_encoder is None else compiled(model.encode_frames, model.frame_shape[1:]),
+        embed_features=compiled(getattr(model, "embed_features", model.embed_frames), getattr(model, "feature_shape", model.frame_shape)),
         embed_audio=compiled(model.embed_audio, model.audio_shape),
-        feature_shape=model.feature_shape,
+        feature_shape=getattr(model, "feature_shape", model.frame_shape),
         embedding_dim=model.embedding_dim,
+        family=model.family,
     )
 
 
-def embed_audio_windows(towers, mfcc, frames, batch_size: int = BATCH_WINDOWS) -> np.ndarray:
-    """Audio embedding of the MFCC window starting at each of `frames` (25 fps frame indices), as
-    (last frame + 1, d); the frames not asked for stay zero. Each window goes through the audio
+def audio_features(family, waveform) -> np.ndarray:
+    """A whole track's features for `family`: (features, steps). MFCC in chunks (memory flat in the
+    track's length); a mel spectrogram whole (its STFT frames take 3.2 KB a step: 150 MB for 10 min)."""
+    from .audio import mfcc_in_chunks
+
+    if family.audio == "mfcc":
+        return mfcc_in_chunks(waveform)
+    return family.audio_features(waveform).numpy()
+
+
+def embed_audio_windows(towers, features, frames, batch_size: int = BATCH_WINDOWS) -> np.ndarray:
+    """Audio embedding of the family's audio window under each of `frames` (25 fps frame indices),
+    as (last frame + 1, d); the frames not asked for stay zero. Each window goes through the audio
     tower once, however many tracks share it."""
     needed = sorted(set(frames))
+    family = towers.family
     embeddings = np.zeros((needed[-1] + 1, towers.embedding_dim), np.float32)
     for begin in range(0, len(needed), batch_size):
         frames = needed[begin : begin + batch_size]
-        steps = [hp.MFCC_STEPS_PER_FRAME * frame for frame in frames]
-        batch = np.stack([mfcc[:, step : step + hp.WINDOW_MFCC_STEPS] for step in steps])
+        batch = np.stack([audio_window(family, features, family.audio_window_start(frame)) for frame in frames])
         embeddings[frames] = towers.embed_audio(batch).numpy()
     return embeddings
+
+
+def audio_window(family, features: np.ndarray, start: int) -> np.ndarray:
+    """features[:, start : start + the family's window], zero-padded where the audio ends first (a
+    mel window may reach one step past a track's last full step)."""
+    window = features[:, start : start + family.audio_window_steps]
+    missing = family.audio_window_steps - window.shape[1]
+    return np.pad(window, ((0, 0), (0, missing))) if missing else window
 
 
 def encoded_crops(towers, crops, batch_size):
@@ -155,7 +177,8 @@ def embed_frame_windows(towers, crops, plans, batch_size: int = BATCH_WINDOWS):
     """Stream crops, keep the last 5 per track (encoded, for a model with a frame encoder), and send
     every window a track needs through the visual tower in batches that mix tracks; the embeddings
     land in each plan in window order."""
-    recent = {track_id: deque(maxlen=hp.WINDOW_FRAMES) for track_id in plans}
+    window_frames = towers.family.window_frames
+    recent = {track_id: deque(maxlen=window_frames) for track_id in plans}
     pending_ids, pending_windows = [], []
 
     def flush():
@@ -171,8 +194,8 @@ def embed_frame_windows(towers, crops, plans, batch_size: int = BATCH_WINDOWS):
             if plan is None:
                 continue
             recent[track_id].append(crop)
-            window = frame_index - (hp.WINDOW_FRAMES - 1) - plan.start
-            if len(recent[track_id]) == hp.WINDOW_FRAMES and 0 <= window < plan.windows:
+            window = frame_index - (window_frames - 1) - plan.start
+            if len(recent[track_id]) == window_frames and 0 <= window < plan.windows:
                 pending_ids.append(track_id)
                 pending_windows.append(np.stack(recent[track_id]).reshape(towers.feature_shape))
                 if len(pending_windows) == batch_size:
@@ -209,19 +232,17 @@ def embed_media(
     windows through the model's towers. `every_audio_window`: embed the audio under every frame,
     not only under the faces (calibration pairs one clip's faces with another's audio). Raises
     UserError (MediaError) when the media cannot be used: silent, too short, no face."""
-    from .audio import mfcc_in_chunks
     from .faces import crop_tracks, frames_to_crop
 
-    planned = plan_tracks(media, vshift, progress)
+    family = model.family
+    planned = plan_tracks(media, vshift, progress, family.window_frames)
     towers = compiled_towers(model)
     if every_audio_window:
-        frames = range(planned.audio_frames - hp.WINDOW_FRAMES)
+        frames = range(planned.audio_frames - family.window_frames)
     else:
         frames = set().union(*(range(plan.start, plan.start + plan.windows) for plan in planned.plans.values()))
-    audio = embed_audio_windows(towers, mfcc_in_chunks(media.audio), frames, batch_size)
-    crops = crop_tracks(
-        progress_bar(frames_to_crop(media, model.visual_input), media.num_frames, "lips", progress), planned.tracks, model.visual_input
-    )
+    audio = embed_audio_windows(towers, audio_features(family, media.audio), frames, batch_size)
+    crops = crop_tracks(progress_bar(frames_to_crop(media, family.crop), media.num_frames, "lips", progress), planned.tracks, family.crop)
     embed_frame_windows(towers, crops, planned.plans, batch_size)
     for plan in planned.plans.values():
         plan.frame_embeddings = np.concatenate(plan.frame_embeddings)

@@ -317,16 +317,20 @@ def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str
     kind "face": (224, 224, 3) uint8 RGB face crops as syncnet_python's run_pipeline.py makes them
     (its network reads them as BGR: flip the channels before feeding its weights), from RGB frames.
     kind "lips": (50, 100, 3) uint8 RGB lip crops as vvadlrs3 makes them, from RGB frames.
+    kind "lower_face": (48, 96, 3) uint8 RGB, the lower half of a 96 x 96 face crop as Wav2Lip makes
+    it (its face detector's box, resized to 96 x 96: `face_boxes` stands in for that box).
     `frames` must be the frames `find_face_tracks` saw (`frames_to_crop` decodes them as needed).
     """
     if kind == "mouth":
         boxes = {track.track_id: track.mouth_boxes() for track in tracks}
     elif kind == "face":
         boxes = {track.track_id: _syncnet_crop_boxes(track.face_boxes()) for track in tracks}
+    elif kind == "lower_face":
+        boxes = {track.track_id: track.face_boxes() for track in tracks}
     elif kind == "lips":
         boxes = {track.track_id: track.lip_boxes() for track in tracks}
     else:
-        raise UserError(f"crop kind must be 'mouth', 'face' or 'lips', not {kind!r}")
+        raise UserError(f"crop kind must be 'mouth', 'face', 'lips' or 'lower_face', not {kind!r}")
     last_frame = max((track.end for track in tracks), default=0)
     for index, frame in enumerate(frames):
         if index >= last_frame:
@@ -341,6 +345,8 @@ def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str
                     raise UserError(f"frame {index}: {kind} crops are RGB and need RGB (H, W, 3) frames, got {frame.shape}")
                 elif kind == "face":
                     crops[track.track_id] = _resized(_crop(frame, box, fill=FACE_PAD_VALUE), hp.FACE_CROP_SIZE)
+                elif kind == "lower_face":
+                    crops[track.track_id] = _resized(_crop(frame, box, fill=0), hp.WAV2LIP_FACE_SIZE)[hp.WAV2LIP_FACE_SIZE // 2 :]
                 else:
                     crops[track.track_id] = _fitted(_crop(frame, box, fill=0), hp.LIP_CROP_HEIGHT, hp.LIP_CROP_WIDTH)
         if crops:

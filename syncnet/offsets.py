@@ -26,11 +26,15 @@ IN_SYNC_MAX_OFFSET = 1  # frames
 PAIRWISE_EPS = 1e-6  # torch.nn.functional.pairwise_distance adds it to the difference
 
 
-def score_windows(frame_embeddings, audio_embeddings, vshift: int) -> np.ndarray:
+def score_windows(frame_embeddings, audio_embeddings, vshift: int, comparison: str = "l2") -> np.ndarray:
     """syncnet_python's `calc_pdist`: (n, d), (n, d) -> (n, 2 vshift + 1) distances.
 
     Column j holds ||frame_i - audio_{i + j - vshift} + 1e-6|| with audio windows outside 0..n-1 taken
     as zero vectors (syncnet_python pads the audio embeddings with vshift zeros at both ends).
+    `comparison="cosine"` (the families whose P(in sync) is a cosine similarity: Wav2Lip's, LatentSync's)
+    holds 1 - frame_i . audio_{i + j - vshift} instead, of unit embeddings: 0 for identical directions,
+    1 for orthogonal ones and for the zero padding. LSE-D and LSE-C read off it the same way; their
+    scale is the family's own (docs/experts.md).
     """
     frame_embeddings = np.asarray(frame_embeddings, np.float32)
     audio_embeddings = np.asarray(audio_embeddings, np.float32)
@@ -42,8 +46,11 @@ def score_windows(frame_embeddings, audio_embeddings, vshift: int) -> np.ndarray
     padded = np.pad(audio_embeddings, ((vshift, vshift), (0, 0)))
     distances = np.empty((n, 2 * vshift + 1), np.float32)
     for j in range(2 * vshift + 1):
-        difference = frame_embeddings - padded[j : j + n] + PAIRWISE_EPS
-        distances[:, j] = np.sqrt(np.einsum("ij,ij->i", difference, difference))
+        if comparison == "cosine":
+            distances[:, j] = 1.0 - np.einsum("ij,ij->i", frame_embeddings, padded[j : j + n])
+        else:
+            difference = frame_embeddings - padded[j : j + n] + PAIRWISE_EPS
+            distances[:, j] = np.sqrt(np.einsum("ij,ij->i", difference, difference))
     return distances
 
 

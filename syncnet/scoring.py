@@ -116,6 +116,7 @@ class ScoreResult:
 
     video: str
     model: str
+    family: str | None = None  # the expert family that produced the numbers: distances of different families are not comparable
     status: str = "ok"
     error: str | None = None
     frames: int | None = None
@@ -147,6 +148,7 @@ class ScoreResult:
             "frames": self.frames,
             "face_tracks": None if self.status != "ok" else len(self.tracks),
             "model": self.model,
+            "family": self.family,
             "warnings": list(self.warnings),
             "tracks": [track.to_dict(per_frame) for track in self.tracks],
         }
@@ -202,11 +204,11 @@ def score_media(
     verdict = Verdict(resolve_calibration(calibration) or model.calibration, min_confidence)
     if vshift < 0:
         raise UserError(f"vshift must be >= 0, got {vshift}")
-    result = ScoreResult(video=str(media.path), model=model_name)
+    result = ScoreResult(video=str(media.path), model=model_name, family=model.family.name)
     try:
         _score_into(result, media, model, vshift, verdict, batch_size, progress)
     except (ValueError, OSError) as error:  # MediaError is a ValueError
-        return ScoreResult(video=str(media.path), model=model_name, status="error", error=one_line(error))
+        return ScoreResult(video=str(media.path), model=model_name, family=model.family.name, status="error", error=one_line(error))
     return result
 
 
@@ -223,13 +225,13 @@ def _score_into(result, media, model, vshift, verdict, batch_size, progress):
 def track_score(model, plan, frame_embeddings, audio_embeddings, verdict: Verdict) -> TrackScore:
     """A track's TrackScore from its window embeddings and the audio embeddings paired with them at
     offset 0 (embedding.TrackPlan `plan` says where its windows are)."""
-    distances = score_windows(frame_embeddings, audio_embeddings, plan.vshift)
+    distances = score_windows(frame_embeddings, audio_embeddings, plan.vshift, model.family.comparison)
     search = search_offset(distances)
     # P(in sync) over the windows whose paired audio exists at that offset (not the zero padding)
     paired = np.arange(plan.windows) - search.offset
     paired = (paired >= 0) & (paired < plan.windows)
-    probability = _to_numpy(model.head(distances[paired, search.best_column]))
-    probability_at_zero = _to_numpy(model.head(distances[:, plan.vshift]))
+    probability = _to_numpy(model.distance_probability(distances[paired, search.best_column]))
+    probability_at_zero = _to_numpy(model.distance_probability(distances[:, plan.vshift]))
     numbers = TrackScore(
         track_id=plan.track_id,
         start_frame=plan.start,
@@ -358,39 +360,42 @@ def run_command(args) -> int:
     progress = sys.stderr.isatty() and not (args.json and not sys.stdout.isatty())
 
     model, results = None, []  # the model loads at the first video there is: missing files need no TensorFlow
-    for video in videos:
-        if isinstance(video, ScoreResult):  # a folder with no videos in it
-            result = video
-        else:
-            try:
-                check_exists(video)
-            except MediaError as error:
-                result = ScoreResult(video=video, model=model_name, status="error", error=str(error))
+    try:
+        for video in videos:
+            if isinstance(video, ScoreResult):  # a folder with no videos in it
+                result = video
             else:
-                model = model or load_model(args.model)  # once, for every video
-                result = score_video(
-                    video,
-                    model,
-                    audio_path=args.audio,
-                    vshift=args.vshift,
-                    min_confidence=args.min_confidence,
-                    calibration=calibration,
-                    progress=progress,
-                )
-        result.model = model_name
-        results.append(result)
-        plot = plot_paths.get(result.video) if result.status == "ok" else None
-        if plot:
-            with atomic_output(plot) as temporary:
-                plot_result(result, temporary)
-        if args.json:
-            print(json.dumps({**result.to_dict(), **({"plot": str(plot)} if plot else {})}), flush=True)
-        elif result.status != "ok":
-            print(summary_line(result), file=sys.stderr, flush=True)
-        else:
-            print(summary_line(result) + (f"\n  plot: {plot}" if plot else ""), flush=True)
-    if args.csv:
-        write_csv(results, args.csv)
+                try:
+                    check_exists(video)
+                except MediaError as error:
+                    result = ScoreResult(video=video, model=model_name, status="error", error=str(error))
+                else:
+                    model = model or load_model(args.model)  # once, for every video
+                    result = score_video(
+                        video,
+                        model,
+                        audio_path=args.audio,
+                        vshift=args.vshift,
+                        min_confidence=args.min_confidence,
+                        calibration=calibration,
+                        progress=progress,
+                    )
+            result.model = model_name
+            results.append(result)
+            plot = plot_paths.get(result.video) if result.status == "ok" else None
+            if plot:
+                with atomic_output(plot) as temporary:
+                    plot_result(result, temporary)
+            if args.json:
+                print(json.dumps({**result.to_dict(), **({"plot": str(plot)} if plot else {})}), flush=True)
+            elif result.status != "ok":
+                print(summary_line(result), file=sys.stderr, flush=True)
+            else:
+                print(summary_line(result) + (f"\n  plot: {plot}" if plot else ""), flush=True)
+    finally:
+        # Ctrl-C (or a crash) part way: the table still gets every finished row, and says where it stopped
+        if args.csv:
+            write_csv(results, args.csv, total=len(videos))
     return 0 if all(result.status == "ok" for result in results) else 1
 
 
@@ -440,13 +445,15 @@ def summary_line(result: ScoreResult) -> str:
     return line
 
 
-def write_csv(results, path):
+def write_csv(results, path, total: int | None = None):
     """One row per video and a last row with mean LSE-D / LSE-C over the scored ones (the papers'
-    table figures), written to a temporary file and renamed into place."""
+    table figures), written to a temporary file and renamed into place. total: the videos the batch
+    had, when it stopped before the end (the last row says so)."""
     path = Path(path)
     scored = [result for result in results if result.status == "ok"]
+    stopped = f"; stopped after {len(results)} of {total} videos" if total is not None and total > len(results) else ""
     mean_row = {
-        "video": f"MEAN ({len(scored)} of {len(results)} scored)",
+        "video": f"MEAN ({len(scored)} of {len(results)} scored{stopped})",
         "status": "summary",
         "min_dist": float(np.mean([r.min_dist for r in scored])) if scored else None,
         "confidence": float(np.mean([r.confidence for r in scored])) if scored else None,

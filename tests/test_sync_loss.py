@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from syncnet.errors import UserError
 from syncnet.models import build_model
 from syncnet.sync_loss import SyncLoss
 
@@ -130,19 +131,93 @@ def test_under_a_mixed_float16_global_policy(expert):
 def test_clear_errors_for_bad_inputs(expert):
     loss_fn = SyncLoss(expert)
     mfcc = mfcc_batch(2)
-    with pytest.raises(ValueError, match=r"mouth_frames must have shape \(batch, 5, H, W, C\)"):
+    with pytest.raises(UserError, match=r"frames must have shape \(batch, 5, H, W, C\)"):
         loss_fn(np.zeros((2, 64, 64, 3), np.float32), mfcc)  # no 5-frame axis
-    with pytest.raises(ValueError, match=r"mouth_frames must have shape \(batch, 5, H, W, C\)"):
+    with pytest.raises(UserError, match=r"frames must have shape \(batch, 5, H, W, C\)"):
         loss_fn(np.zeros((2, 4, 64, 64, 3), np.float32), mfcc)
-    with pytest.raises(ValueError, match="1 \\(gray\\) or 3 \\(RGB\\) channels"):
+    with pytest.raises(UserError, match="1 \\(gray\\) or 3 \\(colour\\) channels"):
         loss_fn(np.zeros((2, 5, 64, 64, 2), np.float32), mfcc)
-    with pytest.raises(ValueError, match=r"mfcc must have shape \(batch, 13, 20\)"):
+    with pytest.raises(UserError, match=r"audio must have shape \(batch, 13, 20\)"):
         loss_fn(np.zeros((2, 5, 64, 64, 3), np.float32), mfcc[:, :, :10])
-    with pytest.raises(TypeError, match="float or integer"):
+    with pytest.raises(UserError, match="float or integer"):
         loss_fn(np.zeros((2, 5, 64, 64, 3), bool), mfcc)
-    nan_frames = np.zeros((2, 5, 64, 64, 3), np.float32)
-    nan_frames[0, 0, 0, 0, 0] = np.nan
-    with pytest.raises(tf.errors.InvalidArgumentError, match="mouth_frames contains NaN"):
-        loss_fn(nan_frames, mfcc)
-    with pytest.raises(ValueError, match="value_range"):
+    with pytest.raises(UserError, match="value_range"):
         SyncLoss(expert, value_range=(1, 0))
+    with pytest.raises(UserError, match="cannot be what the paper expert reads"):
+        loss_fn(np.zeros((2, 5, 48, 96, 3), np.float32), mfcc)  # a squashed lower half: aspect 2 against 1
+
+
+# --- Issue 22's findings: each failed before --------------------------------------------------
+
+
+def bad_batches():
+    """(name, frames, audio, expected message) for a loss over (0, 1) frames."""
+    good = np.random.default_rng(6).uniform(0, 1, (2, 5, 64, 64, 3)).astype(np.float32)
+    nan = good.copy()
+    nan[0, 0, 0, 0, 0] = np.nan
+    bad_audio = mfcc_batch(2)
+    bad_audio[1, 0, 0] = np.inf
+    return [
+        ("nan_frames", nan, mfcc_batch(2), "frames contain NaN or Inf"),
+        ("inf_audio", good, bad_audio, "audio contains NaN or Inf"),
+        ("uint8_scale", good * 255.0, mfcc_batch(2), "outside value_range"),
+    ]
+
+
+@pytest.mark.parametrize("case", bad_batches(), ids=lambda case: case[0])
+def test_bad_values_raise_eagerly_and_in_tf_function_and_poison_xla(expert, case):
+    _, frames, audio, message = case
+    loss_fn = SyncLoss(expert, value_range=(0, 1))
+    with pytest.raises(UserError, match=message):
+        loss_fn(frames, audio)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        tf.function(loss_fn)(tf.constant(frames), tf.constant(audio))
+    # XLA drops assertions: the loss is NaN instead of a plausible number
+    assert np.isnan(float(tf.function(loss_fn, jit_compile=True)(tf.constant(frames), tf.constant(audio))))
+    good = np.clip(np.nan_to_num(frames / max(1.0, float(np.nanmax(frames)))), 0, 1)
+    assert np.isfinite(float(tf.function(loss_fn, jit_compile=True)(tf.constant(good), tf.constant(mfcc_batch(2)))))
+
+
+def test_batch_sizes_that_differ_are_refused_in_every_mode(expert):
+    loss_fn = SyncLoss(expert)
+    frames = np.random.default_rng(7).uniform(0, 1, (4, 5, 64, 64, 3)).astype(np.float32)
+    with pytest.raises(UserError, match="different batch sizes: 4 and 1"):
+        loss_fn(frames, mfcc_batch(1))
+    with pytest.raises(Exception, match="different batch sizes: 4 and 1"):  # at tracing: autograph wraps the UserError
+        tf.function(loss_fn, jit_compile=True)(tf.constant(frames), tf.constant(mfcc_batch(1)))
+    dynamic = tf.function(loss_fn, input_signature=[tf.TensorSpec((None, 5, 64, 64, 3)), tf.TensorSpec((None, 13, 20))])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="different batch sizes"):
+        dynamic(tf.constant(frames), tf.constant(mfcc_batch(1)))
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_policy_set_before_the_expert_is_loaded(expert, policy, tmp_path):
+    """GPU users set the global policy at start-up, before load_model: the expert still computes in
+    float32 (it crashed: 'expected a float tensor but is a half tensor')."""
+    from syncnet.loading import load_model, save_model
+
+    save_model(expert, tmp_path / "expert.keras")
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        expert = load_model(tmp_path / "expert.keras")
+        generator = toy_generator()
+        loss_fn = SyncLoss(expert, value_range=(-1, 1))
+        mfcc = mfcc_batch()
+        for step in (loss_fn, tf.function(loss_fn), tf.function(loss_fn, jit_compile=True)):
+            with tf.GradientTape() as tape:
+                loss = step(generator(mfcc), mfcc)
+            grads = tape.gradient(loss, generator.trainable_variables)
+            assert loss.dtype == tf.float32 and np.isfinite(float(loss)) and all(g is not None for g in grads)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_report_puts_the_real_frames_beside_the_generated(expert):
+    loss_fn = SyncLoss(expert, value_range=(0, 1))
+    rng = np.random.default_rng(8)
+    real = rng.uniform(0, 1, (3, 5, 64, 64, 1)).astype(np.float32)
+    blank = np.full_like(real, 0.5)
+    report = loss_fn.report(blank, real, mfcc_batch(3))
+    assert set(report) == {"sync_loss", "sync_loss_real", "p_in_sync", "p_in_sync_real"}
+    np.testing.assert_allclose(float(report["sync_loss"]), float(loss_fn(blank, mfcc_batch(3))), rtol=1e-5)
+    np.testing.assert_allclose(float(report["p_in_sync_real"]), float(tf.reduce_mean(loss_fn.probability(real, mfcc_batch(3)))), rtol=1e-6)

@@ -101,7 +101,12 @@ def expert(tmp_path_factory):
     torch = import_torch()
     model = randomize(torch, wav2lip_expert(torch))
     path = tmp_path_factory.mktemp("wav2lip") / "lipsync_expert.pth"
-    checkpoint = {"state_dict": model.state_dict(), "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}, "global_step": 7, "global_epoch": 1}
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
+        "global_step": 7,
+        "global_epoch": 1,
+    }
     torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
     return torch, model, path
 
@@ -162,8 +167,17 @@ def test_round_trip_keeps_family_and_calibration(converted, tmp_path):
 
     model = load_model(converted)
     model.calibration = Calibration(
-        score="confidence", threshold=0.05, logistic_slope=-30.0, auc=0.9, eer=0.1, balanced_accuracy=0.9,
-        false_alarm_rate=0.1, miss_rate=0.1, num_real=20, num_swapped=20, speaking_threshold=0.02,
+        score="confidence",
+        threshold=0.05,
+        logistic_slope=-30.0,
+        auc=0.9,
+        eer=0.1,
+        balanced_accuracy=0.9,
+        false_alarm_rate=0.1,
+        miss_rate=0.1,
+        num_real=20,
+        num_swapped=20,
+        speaking_threshold=0.02,
     )
     save_model(model, tmp_path / "again.keras")
     again = load_model(tmp_path / "again.keras")
@@ -207,7 +221,12 @@ def test_truncated_published_file_is_refused(capsys, tmp_path):
 
 def test_generator_and_quality_discriminator_are_named(expert, capsys, tmp_path):
     torch, _, _ = expert
-    generator = {"face_encoder_blocks.0.0.conv_block.0.weight": torch.zeros(16, 6, 7, 7), "audio_encoder.0.conv_block.0.weight": torch.zeros(32, 1, 3, 3), "face_decoder_blocks.0.0.conv_block.0.weight": torch.zeros(1), "output_block.0.conv_block.0.weight": torch.zeros(1)}
+    generator = {
+        "face_encoder_blocks.0.0.conv_block.0.weight": torch.zeros(16, 6, 7, 7),
+        "audio_encoder.0.conv_block.0.weight": torch.zeros(32, 1, 3, 3),
+        "face_decoder_blocks.0.0.conv_block.0.weight": torch.zeros(1),
+        "output_block.0.conv_block.0.weight": torch.zeros(1),
+    }
     torch.save({"state_dict": generator}, tmp_path / "wav2lip.pth")
     refused(capsys, tmp_path, tmp_path / "wav2lip.pth", "Wav2Lip's generator")
     disc = {"face_encoder_blocks.0.0.conv_block.0.weight": torch.zeros(1), "binary_pred.weight": torch.zeros(1)}

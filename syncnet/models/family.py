@@ -8,8 +8,8 @@ Every command and `SyncLoss` read these facts off `model.family`, never off a pr
 - `window_frames`, `frame_size`, `channels`: a window of frames as the model's `embed_frames` takes
   it - (window_frames, *frame_size, channels) pixel values in [0, 255], RGB (or gray), whatever the
   published network reads (the models reorder channels and rescale inside);
-- `channel_order`, `value_range`: what the published network reads, i.e. what a generator trained
-  with it emits (`SyncLoss`' defaults);
+- `channel_order`, `value_range`: the pixels a generator trained with the expert emits - what the
+  published network reads (`SyncLoss`' defaults; our own experts': RGB in [0, 1]);
 - `generator_face`: the whole-face size a generator of that family emits, when the expert reads
   only its lower half (`SyncLoss` takes the half itself, as Wav2Lip's `get_sync_loss` does);
 - `audio`: the audio front-end (syncnet.audio.FRONT_ENDS), its steps per second and steps per window;
@@ -20,8 +20,11 @@ Every command and `SyncLoss` read these facts off `model.family`, never off a pr
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .. import audio as audio_front_ends
 from .. import hyperparameters as hp
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,39 @@ class ExpertFamily:
         starts, for frames at `fps` (25 for every published expert)."""
         return self.front_end.window_start(frame_index, fps)
 
-    @property
-    def seconds_per_window(self) -> float:
-        return self.window_frames / hp.VIDEO_FPS
+    def audio_windows(self, waveform, times, sample_rate: int = hp.AUDIO_SAMPLE_RATE) -> np.ndarray:
+        """The family's audio window under each window of frames, placed by time: `times` are the
+        seconds at which each window's first frame is shown (frame index / fps, or the frames'
+        timestamps - any frame rate). The waveform: mono, 16 kHz, floats in [-1, 1] or integer PCM.
+        Returns (len(times), *audio_shape) float32; a window that runs past the audio is refused."""
+        features = np.asarray(self.audio_features(waveform, sample_rate))
+        front_end, steps = self.front_end, self.audio_window_steps
+        # a hair over the time: 0.12 s * 100 must give step 12, not 11.999...
+        starts = np.floor(np.asarray(times, np.float64) * front_end.rate + 1e-6).astype(np.int64)
+        if starts.ndim != 1:
+            raise UserError(f"times must be a 1-D list of seconds, got shape {starts.shape}")
+        if len(starts) and (starts.min() < 0 or starts.max() + steps > features.shape[-1]):
+            raise UserError(
+                f"audio windows must lie inside the audio ({features.shape[-1] / front_end.rate:.2f} s): "
+                f"times run from {float(np.min(times)):.3f} to {float(np.max(times)):.3f} s, and a window lasts {steps / front_end.rate:.3f} s"
+            )
+        return np.stack([features[..., start : start + steps] for start in starts]).astype(np.float32)
+
+
+class FamilyMethods:
+    """What every expert model offers through its `family`: its audio front-end and windows."""
+
+    def audio_features(self, waveform, sample_rate: int = hp.AUDIO_SAMPLE_RATE):
+        """16 kHz mono waveform (floats in [-1, 1] or integer PCM) -> the family's (features, steps)."""
+        return self.family.audio_features(waveform, sample_rate)
+
+    def audio_windows(self, waveform, times, sample_rate: int = hp.AUDIO_SAMPLE_RATE) -> np.ndarray:
+        """The family's audio window for each window of frames starting at `times` (seconds)."""
+        return self.family.audio_windows(waveform, times, sample_rate)
+
+    def audio_window_start(self, frame_index, fps: float = hp.VIDEO_FPS):
+        """The audio step where the window of frames starting at `frame_index` starts."""
+        return self.family.audio_window_start(frame_index, fps)
 
 
 PAPER = ExpertFamily(
@@ -78,7 +111,7 @@ PAPER = ExpertFamily(
     frame_size=(hp.MOUTH_CROP_SIZE, hp.MOUTH_CROP_SIZE),
     channels=1,
     channel_order="gray",
-    value_range=(0.0, 255.0),
+    value_range=(0.0, 1.0),
     audio="mfcc",
     comparison="l2",
 )
@@ -102,7 +135,7 @@ LIPS = ExpertFamily(
     frame_size=(hp.LIP_CROP_HEIGHT, hp.LIP_CROP_WIDTH),
     channels=3,
     channel_order="rgb",
-    value_range=(0.0, 255.0),
+    value_range=(0.0, 1.0),
     audio="mfcc",
     comparison="l2",
 )

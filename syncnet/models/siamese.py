@@ -6,7 +6,7 @@ from keras import ops
 from .. import hyperparameters as hp
 from ..calibration import Calibration
 from ..errors import UserError
-from .family import LIPS, PAPER, SYNCNET_V2
+from .family import LIPS, PAPER, SYNCNET_V2, FamilyMethods
 from .layers import L2Distance, SyncHead
 from .lip_encoder import build_lip_encoder, load_vvadlrs3_weights
 from .towers import LIP_FEATURE_SCALE, build_audio_tower, build_visual_tower
@@ -24,7 +24,7 @@ PRESETS = {
 
 
 @keras.saving.register_keras_serializable(package="syncnet")
-class SyncNet(keras.Model):
+class SyncNet(FamilyMethods, keras.Model):
     """Takes `{"frames": (batch, 5, H, W, C), "mfcc": (batch, 13, 20)}`, returns
     `{"distance": (batch,), "probability": (batch,)}` - the embedding distance and P(in sync).
 
@@ -89,6 +89,10 @@ class SyncNet(keras.Model):
     def audio_shape(self) -> tuple:
         """One audio window: (13, 20) MFCC."""
         return (hp.MFCC_NUM_CEPSTRA, hp.WINDOW_MFCC_STEPS)
+
+    def distance_probability(self, distance):
+        """P(in sync) of a distance: the fitted head."""
+        return self.head(distance)
 
     def sync_logits(self, visual, audio):
         """log-odds of P(in sync) of embedding pairs, computed in float32 whatever the compute dtype."""

@@ -23,7 +23,7 @@ from keras import ops
 
 from ..calibration import Calibration
 from ..errors import UserError
-from .family import WAV2LIP
+from .family import WAV2LIP, FamilyMethods
 from .siamese import check_shape
 
 # (filters, kernel, strides, padding, residual), Wav2Lip's models/syncnet.py SyncNet_color.
@@ -151,7 +151,7 @@ def l2_normalize(x):
 
 
 @keras.saving.register_keras_serializable(package="syncnet")
-class Wav2LipSyncNet(keras.Model):
+class Wav2LipSyncNet(FamilyMethods, keras.Model):
     """Wav2Lip's expert. `{"frames": (batch, 5, 48, 96, 3) RGB lower faces in [0, 255], "audio":
     (batch, 80, 16) mel}` -> `{"distance": 1 - cosine, "probability": cosine}`. `width` < 1 makes a
     narrower network of the same shape (tests, quick runs); the published one is width 1."""
@@ -191,6 +191,10 @@ class Wav2LipSyncNet(keras.Model):
         """Cosine similarity of unit embeddings, float32: Wav2Lip's P(in sync)."""
         return ops.sum(ops.cast(visual, "float32") * ops.cast(audio, "float32"), axis=-1)
 
+    def distance_probability(self, distance):
+        """P(in sync) of a distance (1 - cosine): the cosine similarity."""
+        return 1.0 - distance
+
     def sync_logits(self, visual, audio):
         """log-odds of P(in sync) = the cosine similarity, float32."""
         p = ops.clip(self.similarity(visual, audio), PROBABILITY_EPSILON, 1.0 - PROBABILITY_EPSILON)
@@ -225,7 +229,7 @@ def is_checkpoint(keys) -> bool:
 
 
 def other_wav2lip_checkpoint(keys) -> str | None:
-    """"Wav2Lip's generator (wav2lip.pth)" or "... visual quality discriminator" when the keys are
+    """ "Wav2Lip's generator (wav2lip.pth)" or "... visual quality discriminator" when the keys are
     one of those, else None."""
     roots = {key.split(".")[0] for key in keys}
     if set(GENERATOR_KEYS) <= roots:
@@ -279,4 +283,3 @@ def convert_state_dict(state: dict, width: float = 1.0) -> Wav2LipSyncNet:
 def build(width: float = 1.0) -> Wav2LipSyncNet:
     """A new, untrained Wav2Lip expert (for `syncnet train --family wav2lip`)."""
     return Wav2LipSyncNet(width=width, name="wav2lip_expert")
-
