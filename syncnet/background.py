@@ -1,8 +1,17 @@
 """Running an iterator in a background thread, a few items ahead of its consumer."""
 
+import atexit
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator
+
+# How long the interpreter's exit waits for a producer to finish the item it is making (a frame
+# decoded, a face detected: milliseconds; a live stream's read: up to its network timeout).
+EXIT_WAIT_SECONDS = 5.0
+
+# The producers that have not ended, stopped and waited for when the interpreter exits (below).
+_running = weakref.WeakSet()
 
 
 class ReadAhead:
@@ -24,7 +33,9 @@ class ReadAhead:
         self.stopped = threading.Event()
         self.dropped = 0
         self.replaces_waiting = replaces_waiting
-        threading.Thread(target=self._produce, args=(items,), name=name, daemon=True).start()
+        self.thread = threading.Thread(target=self._produce, args=(items,), name=name, daemon=True)
+        _running.add(self)
+        self.thread.start()
 
     def _produce(self, items):
         try:
@@ -57,6 +68,10 @@ class ReadAhead:
         """Let the producer end (at its next item)."""
         self.stopped.set()
 
+    def join(self, timeout: float | None = None):
+        """Wait for the producer to have ended (after `stop()` or its last item)."""
+        self.thread.join(timeout)
+
     def __enter__(self):
         return self
 
@@ -75,3 +90,16 @@ class ReadAhead:
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+
+# Producers still running when the interpreter exits - a consumer interrupted by Ctrl-C leaves its
+# generator, and with it the `with ReadAhead` that would stop the producer, to be collected later -
+# are stopped and waited for here, before finalization. A daemon thread left inside dlib or FFmpeg
+# would be ended by finalization as it takes the GIL back, unwinding C++ frames that cannot be
+# unwound: the process then aborts ("terminate called without an active exception", exit -6).
+@atexit.register
+def _stop_running_at_exit():
+    for read_ahead in list(_running):
+        read_ahead.stop()
+    for read_ahead in list(_running):
+        read_ahead.join(EXIT_WAIT_SECONDS)

@@ -1,0 +1,102 @@
+"""What a new user trips on in the first hour (issue 23): Ctrl-C, install names, `python -m syncnet`,
+and the smaller things. Each command runs in a subprocess, as a user runs it; Ctrl-C is a real SIGINT."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from synthetic import write_clip
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def environment():
+    # TensorFlow's log level as a user has it: the package itself keeps its C++ log off stderr
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def syncnet(*args, cwd, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "syncnet", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=environment(), timeout=timeout
+    )
+
+
+def interrupted(*args, cwd, when):
+    """Run `python -m syncnet ARGS`, send it SIGINT once `when(first_stdout_line)` is true (checked
+    after each line it prints), and return (exit code, stdout, stderr)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "syncnet", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=environment(),
+    )
+    printed = ""
+    for line in process.stdout:
+        printed += line
+        if when(printed):
+            break
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    return process.returncode, printed + out, err
+
+
+@pytest.fixture(scope="module")
+def talking_clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clips") / "talk.mp4"
+    write_clip(path, seconds=6.0, seed=7)
+    return path
+
+
+# --- Ctrl-C ---------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_during_a_batch_exits_130_with_every_finished_result_written(talking_clip, tmp_path):
+    videos = []
+    for number in range(6):
+        videos.append(tmp_path / f"clip_{number}.mp4")
+        videos[-1].write_bytes(talking_clip.read_bytes())
+    table = tmp_path / "t.csv"
+    code, out, err = interrupted("score", *videos, "--json", "--csv", table, cwd=tmp_path, when=lambda printed: printed.count("\n") >= 1)
+
+    assert code == 130, err  # not -6: "terminate called without an active exception"
+    assert "terminate called" not in err and err.endswith("syncnet: interrupted\n"), err
+    finished = [json.loads(line) for line in out.splitlines()]  # each line whole: flushed as its video ended
+    assert 1 <= len(finished) < len(videos)
+    rows = list(csv.DictReader(table.open()))
+    assert [row["video"] for row in rows[:-1]] == [result["video"] for result in finished]
+    assert rows[-1]["video"] == f"MEAN ({len(finished)} of {len(finished)} scored; stopped after {len(finished)} of 6 videos)"
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []  # no temporary file left
+
+
+def test_a_producer_left_running_is_stopped_and_closed_before_the_interpreter_exits(tmp_path):
+    """A consumer interrupted by Ctrl-C leaves its ReadAhead unstopped. Its thread must end before
+    finalization, which would otherwise kill it wherever it is - inside dlib or FFmpeg, an abort."""
+    script = (
+        "import time\n"
+        "from syncnet.background import ReadAhead\n"
+        "def items():\n"
+        "    try:\n"
+        "        while True:\n"
+        "            time.sleep(0.01)\n"
+        "            yield 1\n"
+        "    finally:\n"
+        "        print('producer closed', flush=True)\n"
+        "for item in ReadAhead(items(), depth=2):\n"
+        "    break\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=environment(), timeout=60)
+    assert run.returncode == 0 and run.stdout == "producer closed\n", run.stderr
+
+
+def test_python_m_syncnet_is_the_syncnet_command(tmp_path):
+    run = syncnet("--version", cwd=tmp_path, timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith("syncnet "), run.stderr
