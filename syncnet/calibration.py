@@ -127,6 +127,39 @@ def save_calibration(calibration: Calibration, path):
         file.write("\n")
 
 
+# --- How much evidence an offset needs -----------------------------------------------------------
+
+# The chance bar on LSE-C for an offset found in `windows` 5-frame windows, for a model with a
+# calibration (`offset_beats_chance`), at CHANCE_WINDOWS windows (a 4 s stretch). Measured with the
+# shipped expert on 4 s chunks of 9 real clips with another clip's audio (28 chunks: unrelated
+# audio, whose best offset is chance): LSE-C 0.17-0.71, median 0.45, one above 0.65; the same clips
+# with their own audio 0.68-3.13 (in sync: 0.9 and up), and the 320 ms delayed
+# *demo_output_test_offset_12.avi 0.70, 0.81 and 0.88 at -8 (`syncnet monitor`'s 4 s chunks).
+CHANCE_WINDOWS = 95
+CHANCE_LSE_C = 0.65
+
+
+def offset_beats_chance(confidence: float, windows: int, *, calibrated: bool, bar: float | None = None, placeholder: float):
+    """(whether an offset found with LSE-C `confidence` over `windows` windows beats chance, the
+    figure that says so, for a `verdict_reason`).
+
+    `bar` given: LSE-C above it. Else, for a calibrated model: LSE-C scaled to CHANCE_WINDOWS windows,
+    LSE-C * sqrt(windows / CHANCE_WINDOWS), above CHANCE_LSE_C. Unrelated audio's best offset is the
+    minimum of 2 vshift + 1 mean distances whose noise falls as 1 / sqrt(windows), so a stretch half
+    as long needs sqrt(2) times the LSE-C, and a whole clip of 1000 windows a third of it. Without a
+    calibration: LSE-C above `placeholder`, the uncalibrated verdict's bar (offsets.IN_SYNC_MIN_CONFIDENCE).
+    """
+    if bar is not None or not calibrated:
+        bar = placeholder if bar is None else bar
+        beats = confidence > bar
+        return beats, f"LSE-C {confidence:.2f} {'>' if beats else '<='} {bar:g}"
+    scaled = confidence * math.sqrt(max(windows, 1) / CHANCE_WINDOWS)
+    beats = scaled > CHANCE_LSE_C
+    return beats, (
+        f"LSE-C {confidence:.2f} over {windows} windows ({scaled:.2f} at {CHANCE_WINDOWS}) {'>' if beats else '<='} chance {CHANCE_LSE_C:g}"
+    )
+
+
 # --- Fitting ------------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ SOURCE is a file, an HLS playlist (.m3u8) or any URL FFmpeg opens (rtmp://, rtsp
   `verdict_reason`, and a rolling offset: the confidence-weighted median offset of the last --window
   chunks whose verdict was in sync or out of sync. The verdict: "in sync" is `syncnet score`'s
   (`offsets.Verdict`); a chunk not in sync is "out of sync" when its offset beats chance for the
-  chunk's evidence (`offset_evidence`: the bar scales as 1 / sqrt(windows)), else "low
+  chunk's evidence (`calibration.offset_beats_chance`: the bar scales as 1 / sqrt(windows)), else "low
   confidence"; "silent" (video.is_silent) and "not scored" (no face, ...) chunks count for nothing.
 - A URL that stalls (no data for --timeout seconds: make it longer than an HLS segment), breaks, or
   ends while live, is opened again after 1, 2, 4, ... seconds, at most --retries times in a row;
@@ -29,7 +29,6 @@ SOURCE is a file, an HLS playlist (.m3u8) or any URL FFmpeg opens (rtmp://, rtsp
 
 import contextlib
 import json
-import math
 import signal
 import sys
 import threading
@@ -51,14 +50,6 @@ DEFAULT_WINDOW = 8  # chunks in the rolling offset
 MAX_REWIND_SECONDS = 30  # HLS restarts up to 3 segments back: a stream no further behind has the same clock
 FIRST_RETRY_DELAY = 1.0  # s, doubled at every failed attempt
 MAX_RETRY_DELAY = 30.0
-
-# The chance bar for a chunk's offset, for a model with a calibration (see `offset_evidence`): LSE-C
-# scaled to 95 windows (a 4 s chunk). Measured with the shipped expert on 4 s chunks of 9 real clips
-# with another clip's audio (28 chunks; unrelated audio, whose best offset is chance): LSE-C 0.17-0.71,
-# median 0.45, one above 0.65; the same clips' own audio 0.68-3.13 (in sync: 0.9 and up), and the
-# 320 ms delayed *demo_output_test_offset_12.avi 0.70, 0.81 and 0.88 at -8.
-CHANCE_WINDOWS = 95
-CHANCE_LSE_C = 0.65
 
 # Verdicts, one per chunk
 IN_SYNC = "in sync"
@@ -335,28 +326,6 @@ class RollingOffset:
         return int(offsets[int(np.searchsorted(cumulative, cumulative[-1] / 2))])
 
 
-def offset_evidence(confidence: float, windows: int, calibrated: bool, min_confidence: float | None = None) -> tuple[bool, str]:
-    """Whether a chunk's offset beats chance, and the figure that says so (for `verdict_reason`).
-
-    With --min-confidence: LSE-C above it. By default, for a model with a calibration: LSE-C scaled
-    to CHANCE_WINDOWS windows, LSE-C * sqrt(windows / CHANCE_WINDOWS), above CHANCE_LSE_C - the best
-    offset of unrelated audio is the minimum of 2 vshift + 1 mean distances whose noise falls as
-    1 / sqrt(windows), so a chunk half as long needs sqrt(2) times the LSE-C. Without a calibration:
-    LSE-C above the placeholder rule's bar (offsets.IN_SYNC_MIN_CONFIDENCE), as `Verdict` uses."""
-    from .offsets import IN_SYNC_MIN_CONFIDENCE
-
-    if min_confidence is not None or not calibrated:
-        bar = IN_SYNC_MIN_CONFIDENCE if min_confidence is None else min_confidence
-        reliable = confidence > bar
-        return reliable, f"LSE-C {confidence:.2f} {'>' if reliable else '<='} {bar:g}"
-    scaled = confidence * math.sqrt(max(windows, 1) / CHANCE_WINDOWS)
-    reliable = scaled > CHANCE_LSE_C
-    return reliable, (
-        f"LSE-C {confidence:.2f} over {windows} windows ({scaled:.2f} at {CHANCE_WINDOWS}) "
-        f"{'>' if reliable else '<='} chance {CHANCE_LSE_C:g}"
-    )
-
-
 def score_chunk(
     chunk: Chunk, index: int, model, rolling: RollingOffset, *, vshift: int = hp.VSHIFT, min_confidence: float | None = None
 ) -> ChunkReport:
@@ -366,7 +335,8 @@ def score_chunk(
     in sync: the Verdict's (offset within a frame of 0, P(tampered) < 0.5; without a calibration
     LSE-C above the bar). Otherwise out of sync when the offset beats chance (`offset_evidence`),
     low confidence when it does not. verdict_reason: the Verdict's reason, and for a chunk not in
-    sync the offset's evidence."""
+    sync the offset's evidence (`calibration.offset_beats_chance`: the bar scales as 1 / sqrt(windows))."""
+    from .calibration import offset_beats_chance
     from .offsets import IN_SYNC_MIN_CONFIDENCE
     from .scoring import score_media
     from .video import is_silent
@@ -389,7 +359,9 @@ def score_chunk(
             report.sync_probability, report.tampered = result.sync_probability, result.tampered
             report.windows = best.num_frames - hp.WINDOW_FRAMES
             calibrated = result.tampered is not None
-            reliable, evidence = offset_evidence(result.confidence, report.windows, calibrated, min_confidence)
+            reliable, evidence = offset_beats_chance(
+                result.confidence, report.windows, calibrated=calibrated, bar=min_confidence, placeholder=IN_SYNC_MIN_CONFIDENCE
+            )
             if result.in_sync:
                 report.verdict, report.verdict_reason = IN_SYNC, result.verdict_reason
             else:

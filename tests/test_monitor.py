@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import av
 import numpy as np
@@ -21,7 +22,7 @@ from synthetic import speech_envelope, write_clip
 from syncnet import cli
 from syncnet import hyperparameters as hp
 from syncnet.loading import save_model
-from syncnet.monitor import RollingOffset
+from syncnet.monitor import RollingOffset, read_chunks
 from syncnet.video import load_media
 
 SHIFT = 6  # frames the middle segment's audio is delayed: the monitor must report -SHIFT for it
@@ -259,3 +260,56 @@ def test_rolling_offset_is_a_confidence_weighted_median():
     assert rolling.offset_frames == -6  # 3.5 of 6.5 is more than half
     rolling.add(-6, 0.5)  # the window holds the last 3: the 0 has left
     assert rolling.offset_frames == -6
+
+
+SHARED_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
+DELAYED_12 = SHARED_CLIPS / "R-V-Abhishek__Syncnet_FCN__demo_output_test_offset_12.avi"
+
+
+@pytest.mark.skipif(not DELAYED_12.exists(), reason=f"needs the shared clip {DELAYED_12} (../shared/data is absent)")
+def test_the_shipped_expert_reports_a_12_frame_delay_out_of_sync(capsys):
+    # the clip's audio is 12 frames (480 ms) behind syncnet_python's demo, itself 4 frames off for
+    # this expert: -8 in every 4 s chunk, which must read as out of sync with the shipped calibration
+    code, objects, err = monitor(capsys, DELAYED_12)
+    assert code == 0, err
+    *chunks, summary = objects
+    assert len(chunks) == 3 and all(chunk["offset_frames"] == -8 for chunk in chunks), chunks
+    assert all(chunk["verdict"] == "out of sync" for chunk in chunks), [chunk["verdict_reason"] for chunk in chunks]
+    assert all("P(tampered)" in chunk["verdict_reason"] and "beats chance" in chunk["verdict_reason"] for chunk in chunks)
+    assert all(chunk["tampered"] is not None and chunk["windows"] == 95 for chunk in chunks)
+    assert summary["rolling_offset_frames"] == -8 and summary["verdicts"]["out of sync"] == 3
+
+
+def test_a_file_streamed_is_the_file_loaded_whole(tmp_path):
+    # the audio starts 0.3 s before the video: both readers start the timeline at the first frame
+    clip = tmp_path / "late_video.mp4"
+    write_clip(clip, seconds=3, video_start_seconds=0.3, seed=41)
+    media = load_media(clip)
+    (chunk,) = read_chunks(str(clip), chunk_seconds=media.duration)
+    assert chunk.num_frames == media.num_frames and chunk.start == 0
+    length = min(len(chunk.audio), len(media.audio))
+    assert length >= media.num_frames * hp.SAMPLES_PER_FRAME - hp.SAMPLES_PER_FRAME
+    np.testing.assert_array_equal(chunk.audio[:length], media.audio[:length])
+    for streamed, whole in zip(chunk.frames(gray=True), media.frames(gray=True)):
+        np.testing.assert_array_equal(streamed, whole)
+
+
+def test_bad_files_get_the_words_score_uses(capsys, tmp_path, model_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    code, _, err = monitor(capsys, text, "--model", model_path)
+    assert code == 1 and "not a media file, or corrupt or truncated" in err, err
+    code, _, err = monitor(capsys, tmp_path / "missing.mp4", "--model", model_path)
+    assert code == 1 and "no such file" in err, err
+
+
+def test_the_chance_bar_scales_with_the_evidence():
+    from syncnet.calibration import CHANCE_LSE_C, CHANCE_WINDOWS, offset_beats_chance
+
+    just_above = CHANCE_LSE_C * 1.01
+    assert offset_beats_chance(just_above, CHANCE_WINDOWS, calibrated=True, placeholder=1.5)[0]
+    # a quarter of the windows needs twice the LSE-C
+    assert not offset_beats_chance(just_above, CHANCE_WINDOWS // 4, calibrated=True, placeholder=1.5)[0]
+    assert offset_beats_chance(2.1 * CHANCE_LSE_C, CHANCE_WINDOWS // 4, calibrated=True, placeholder=1.5)[0]
+    beats, reason = offset_beats_chance(1.0, 10, calibrated=False, placeholder=1.5)
+    assert not beats and reason == "LSE-C 1.00 <= 1.5"
