@@ -7,11 +7,17 @@ loss = syncnet.SyncLoss(model)(frames, mfcc)  # frozen expert as a generator los
 """
 
 import importlib
+import os
+
+# Keep TensorFlow's C++ log off stderr - its start-up chatter, and on a machine without a GPU the
+# ERROR line "failed call to cuInit" - in the `syncnet` command and in a user's script alike: set
+# before anything here imports TensorFlow, unless the user chose a level. Python exceptions are not affected.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.2.0"  # the one place: pyproject.toml reads it
 
 # Public name -> the module that defines it. Imported on first use: TensorFlow takes seconds to
-# import, and the command line must set its log level before that happens (`syncnet --help`).
+# import, and `syncnet --help` needs none of it.
 _EXPORTS = {
     "SyncNet": "syncnet.models.siamese",
     "build_model": "syncnet.models.siamese",

@@ -9,7 +9,6 @@ Errors a user can cause - our `UserError` (bad files, bad options) and the opera
 
 import argparse
 import importlib
-import os
 import sys
 
 from . import __version__
@@ -46,9 +45,6 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return 2
 
-    # Keep TensorFlow's C++ log off stderr: its start-up chatter, and on a machine without a GPU the
-    # ERROR line "failed call to cuInit" that every run printed. Python exceptions are not affected.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     module = importlib.import_module(COMMANDS[command][0])
     parser = argparse.ArgumentParser(prog=f"syncnet {command}", description=COMMANDS[command][1])
     module.configure_parser(parser)

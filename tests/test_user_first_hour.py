@@ -100,3 +100,18 @@ def test_a_producer_left_running_is_stopped_and_closed_before_the_interpreter_ex
 def test_python_m_syncnet_is_the_syncnet_command(tmp_path):
     run = syncnet("--version", cwd=tmp_path, timeout=60)
     assert run.returncode == 0 and run.stdout.startswith("syncnet "), run.stderr
+
+
+def test_import_syncnet_in_a_script_keeps_tensorflows_log_quiet_unless_the_user_set_its_level(tmp_path):
+    script = "import os, syncnet; syncnet.load_model(); print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    quiet = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=environment(), timeout=120)
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == "3\n", quiet.stderr  # no "failed call to cuInit"
+    chosen = subprocess.run(
+        [sys.executable, "-c", "import os, syncnet; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**environment(), "TF_CPP_MIN_LOG_LEVEL": "1"},
+        timeout=120,
+    )
+    assert chosen.returncode == 0 and chosen.stdout == "1\n", chosen.stderr
