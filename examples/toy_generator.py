@@ -1,11 +1,13 @@
-"""Train a toy "generator" for a few steps with the frozen sync loss.
+"""Train a toy "generator" for a few steps with the frozen sync loss, for any expert family.
 
     python examples/toy_generator.py [--model path/to/expert.keras]
 
-The generator maps a 0.2 s MFCC window to 5 RGB frames of 48 x 96 in [-1, 1] (the lower half of a
-96 px face, as Wav2Lip-style generators make it; the loss resizes them to the expert's input); only
-the sync loss trains it here, so the expert's P(in sync) for its frames rises while the expert
-itself never changes.
+The generator maps one audio window to a window of RGB frames in [-1, 1] of the shape the expert's
+family expects from a generator: square mouth crops for our own expert (the crop contract in
+docs/experts.md), whole 96 x 96 faces for Wav2Lip's (the loss takes their lower half). Only the sync
+loss trains it here, so the expert's P(in sync) for its frames rises while the expert itself never
+changes - and it rises on frames that are no mouth at all: a generator trained on the sync term alone
+games it, which is why a real training loop logs `sync_loss.report(generated, real, audio)`.
 """
 
 import argparse
@@ -17,15 +19,15 @@ import tensorflow as tf
 import syncnet
 
 
-def toy_generator(height=48, width=96):
+def toy_generator(audio_shape, frames, height, width):
     return keras.Sequential(
         [
-            keras.Input((13, 20)),
+            keras.Input(audio_shape),
             keras.layers.Flatten(),
-            keras.layers.Dense(5 * 6 * 12 * 3),
-            keras.layers.Reshape((5 * 6, 12, 3)),
-            keras.layers.UpSampling2D((height // 6, width // 12)),
-            keras.layers.Reshape((5, height, width, 3)),
+            keras.layers.Dense(frames * 8 * 8 * 3),
+            keras.layers.Reshape((frames * 8, 8, 3)),
+            keras.layers.UpSampling2D((height // 8, width // 8)),
+            keras.layers.Reshape((frames, height, width, 3)),
             keras.layers.Activation("tanh"),
         ]
     )
@@ -38,19 +40,21 @@ def main():
     args = parser.parse_args()
 
     expert = syncnet.load_model(args.model)
-    sync_loss = syncnet.SyncLoss(expert, value_range=(-1, 1))
-    generator = toy_generator()
+    family = expert.family
+    sync_loss = syncnet.SyncLoss(expert, value_range=(-1, 1), channel_order="rgb")
+    height, width = family.generator_face or (64, 64)
+    generator = toy_generator(expert.audio_shape, family.window_frames, height, width)
     optimizer = keras.optimizers.Adam(1e-3)
-    # MFCC windows of a second of noise-like audio stand in for a dataset's speech.
-    audio = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
-    mfcc = syncnet.audio.mfcc(audio).numpy()
-    windows = np.stack([mfcc[:, 4 * v : 4 * v + 20] for v in range(16)])
+    # Audio windows of two seconds of noise-like audio stand in for a dataset's speech, one for
+    # each window of frames starting at frame v of 25 fps video (placed by time: v / 25 s).
+    audio = np.random.default_rng(0).normal(0, 0.1, 32000).astype(np.float32)
+    windows = expert.audio_windows(audio, times=np.arange(16) / 25.0)
     expert_before = [w.numpy().copy() for w in expert.weights]
 
     @tf.function(jit_compile=True)
-    def train_step(mfcc):
+    def train_step(windows):
         with tf.GradientTape() as tape:
-            loss = sync_loss(generator(mfcc), mfcc)
+            loss = sync_loss(generator(windows), windows)
         grads = tape.gradient(loss, generator.trainable_variables)
         optimizer.apply(grads, generator.trainable_variables)
         return loss

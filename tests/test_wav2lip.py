@@ -295,3 +295,52 @@ def test_window_rule_is_wav2lips():
 
     assert WAV2LIP.audio_shape == (80, 16)
     assert [WAV2LIP.audio_window_start(frame) for frame in (0, 1, 2, 3, 10, 24)] == [int(80 * f / 25) for f in (0, 1, 2, 3, 10, 24)]
+
+
+# --- The sync loss, as Wav2Lip's generator training computes it ---------------------------------
+
+
+def test_sync_loss_is_wav2lips_get_sync_loss(expert, converted):
+    """Wav2Lip's `get_sync_loss`: whole 96 x 96 BGR faces in [0, 1] from the generator, the lower
+    half taken, the 5 frames concatenated on the channels, BCE of the cosine against 1."""
+    from syncnet.sync_loss import SyncLoss
+
+    torch, torch_model, _ = expert
+    rng = np.random.default_rng(4)
+    faces = rng.uniform(0, 1, (BATCH, 5, 96, 96, 3)).astype(np.float32)  # (b, t, h, w, c), BGR
+    mel = rng.uniform(-4, 4, (BATCH, 80, 16)).astype(np.float32)
+    g = torch.from_numpy(faces.transpose(0, 4, 1, 2, 3).copy())  # Wav2Lip's (b, c, t, h, w)
+    g = g[:, :, :, g.size(3) // 2 :]
+    g = torch.cat([g[:, :, i] for i in range(5)], dim=1)
+    with torch.no_grad():
+        a, v = torch_model(torch.from_numpy(mel[:, None]), g)
+        d = torch.nn.functional.cosine_similarity(a, v)
+        reference = torch.nn.functional.binary_cross_entropy(d.unsqueeze(1), torch.ones(BATCH, 1)).item()
+    sync_loss = SyncLoss(load_model(converted))  # Wav2Lip's conventions by default: BGR, (0, 1)
+    assert sync_loss.channel_order == "bgr" and sync_loss.value_range == (0.0, 1.0)
+    np.testing.assert_allclose(sync_loss.probability(faces, mel).numpy(), d.numpy(), atol=TOLERANCE)
+    assert float(sync_loss(faces, mel)) == pytest.approx(reference, abs=1e-4)
+    with pytest.raises(UserError, match=r"audio must have shape \(batch, 80, 16\)"):
+        sync_loss(faces, np.zeros((BATCH, 13, 20), np.float32))
+    with pytest.raises(UserError, match="cannot be what the wav2lip expert reads"):
+        sync_loss(faces[:, :, 48:], mel)  # a lower half given where whole faces are due
+
+
+def test_score_command_runs_through_the_family(tmp_path, capsys):
+    """`syncnet score --model` with a Wav2Lip-family expert: its crops (lower faces), its mel windows,
+    its comparison (1 - cosine), and the family named in the result."""
+    import json
+
+    from synthetic import write_clip
+
+    from syncnet.models.wav2lip import build
+
+    clip = tmp_path / "talking.mp4"
+    write_clip(clip, seconds=1.2, size=(160, 160))
+    save_model(build(width=0.125), tmp_path / "small_wav2lip.keras")
+    assert main(["score", "--json", "--vshift", "3", "--model", str(tmp_path / "small_wav2lip.keras"), str(clip)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "ok", result["error"]
+    assert result["family"] == "wav2lip" and result["tracks"][0]["vshift"] == 3
+    assert 0.0 <= result["min_dist"] <= 1.0  # 1 - cosine of ReLU'd unit vectors
+    assert len(result["tracks"][0]["mean_distance"]) == 7
