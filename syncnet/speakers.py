@@ -49,6 +49,20 @@ DEFAULT_SMOOTH_FRAMES = 25
 # still faces). Other models spread differently: calibrate them, or look at `--json --per-frame`.
 DEFAULT_THRESHOLD = 0.3
 NO_SPEAKER = -1
+# Visual activity: a face whose lips do not move is never the speaker, whatever its sync numbers say
+# (a photograph, a frozen frame, a listener: the best of 31 offsets finds a chance match for any
+# face). The lips move in a frame when the inner-lip opening (dlib landmarks 61-63 to 67-65), over
+# the `smooth` frames around it, has a standard deviation of at least MIN_LIP_MOTION eye distances
+# (outer eye corners) and MIN_LIP_MOTION_PIXELS pixels: the landmarks of a still face jitter by
+# about a pixel, which is a large fraction of a small face's eye distance. Measured over whole tracks:
+# talking faces 0.033 / 1.9 px (the synthetic test face at 59 px eye distance) to 0.065 / 3.3 px and
+# 0.080 / 12.7 px (real talk); the photograph on a book in *Face-Recognition__Obama.mp4 0.018 / 0.9
+# px, a listening face in *obama_curry.mp4 0.012 / 0.6 px, the synthetic frozen face 0.004 / 0.2 px.
+MIN_LIP_MOTION = 0.02
+MIN_LIP_MOTION_PIXELS = 1.2
+MIN_LIP_MOTION_FRAMES = hp.WINDOW_FRAMES * 2  # fewer frames of a track than this cannot show motion
+INNER_LIP_TOP, INNER_LIP_BOTTOM = (61, 62, 63), (67, 66, 65)
+OUTER_EYE_CORNERS = (36, 45)
 ANNOTATE_SUFFIXES = (".mp4", ".mov", ".mkv")
 SPEAKING_RGB = (0, 210, 0)
 SILENT_RGB = (230, 0, 0)
@@ -65,6 +79,8 @@ class SpeakerTrack:
     offset_frames: int  # the track's own best offset (syncnet score's), for reference
     lse_c: float  # the track's LSE-C at that offset
     speaking_frames: int
+    read_offset_frames: int  # the offset its confidence was read at (the shared one, or its own)
+    lips_moving_frames: int  # frames whose lips move (`lips_moving`): the only ones it can speak in
     confidence: np.ndarray = field(repr=False)  # (frames,) smoothed relative confidence, NaN where unknown
     boxes: np.ndarray = field(repr=False)  # (frames, 4) x0, y0, x1, y1 face box
 
@@ -85,6 +101,8 @@ class SpeakerTrack:
             "mean_confidence": _rounded(np.nanmean(self.confidence)) if np.isfinite(self.confidence).any() else None,
             "offset_frames": self.offset_frames,
             "lse_c": round(self.lse_c, 5),
+            "read_offset_frames": self.read_offset_frames,
+            "lips_moving_frames": self.lips_moving_frames,
         }
         if per_frame:
             out["confidence"] = [_rounded(value) for value in self.confidence]
@@ -112,8 +130,10 @@ class SpeakerResult:
     video: str
     model: str
     frames: int
-    offset_frames: int  # the offset every track's confidence was read at
-    offset_source: str  # "auto": the most confident track's; "fixed": given
+    offset_frames: int | None  # the shared offset (every track read at it), or the most confident moving face's
+    # "shared": the most confident moving face's offset, clearly shared (read for every face);
+    # "per-face": each face read at its own; "fixed": given (--offset)
+    offset_source: str
     smooth_frames: int
     threshold: float
     tracks: list[SpeakerTrack]
@@ -177,9 +197,12 @@ def detect_speakers(
         track_id: score_windows(plan.frame_embeddings, embedded.track_audio(plan), plan.vshift) for track_id, plan in embedded.plans.items()
     }
     searches = {track_id: search_offset(table) for track_id, table in distances.items()}
-    offset_source = "fixed" if offset is not None else "auto"
-    if offset is None:
-        offset = max(searches.values(), key=lambda search: search.confidence).offset
+    moving = {track.track_id: lips_moving(track.landmarks, smooth) for track in embedded.tracks}
+    calibration = getattr(model, "calibration", None)
+    if offset is not None:
+        offset_source, offsets = "fixed", {track_id: offset for track_id in searches}
+    else:
+        offset_source, offsets, offset = shared_offset(embedded.plans, searches, moving, calibrated=calibration is not None)
 
     num_frames = embedded.media.num_frames
     best_confidence = np.full(num_frames, -np.inf, np.float32)
@@ -187,15 +210,17 @@ def detect_speakers(
     confidences = {}
     for track in embedded.tracks:
         track_vshift = embedded.plans[track.track_id].vshift
-        if abs(offset) > track_vshift:
+        read_at = offsets[track.track_id]
+        if abs(read_at) > track_vshift:
             embedded.warnings.append(
-                f"face track {track.track_id}: too short to read at offset {offset:+d}; read at "
-                f"{np.clip(offset, -track_vshift, track_vshift):+d}"
+                f"face track {track.track_id}: too short to read at offset {read_at:+d}; read at "
+                f"{np.clip(read_at, -track_vshift, track_vshift):+d}"
             )
-        confidence = smoothed(window_confidence(distances[track.track_id], offset, track.end - track.start), smooth)
+        confidence = smoothed(window_confidence(distances[track.track_id], read_at, track.end - track.start), smooth)
         confidences[track.track_id] = confidence
         frames = slice(track.start, track.end)
-        louder = confidence > best_confidence[frames]  # NaN compares False: frames without windows never win
+        # NaN compares False: frames without windows never win; nor do frames whose lips do not move
+        louder = (confidence > best_confidence[frames]) & moving[track.track_id]
         best_confidence[frames] = np.where(louder, confidence, best_confidence[frames])
         speaker[frames] = np.where(louder, track.track_id, speaker[frames])
     speaker[best_confidence <= threshold] = NO_SPEAKER
@@ -208,6 +233,8 @@ def detect_speakers(
             offset_frames=searches[track.track_id].offset,
             lse_c=searches[track.track_id].confidence,
             speaking_frames=int(np.count_nonzero(speaker[track.start : track.end] == track.track_id)),
+            read_offset_frames=int(offsets[track.track_id]),
+            lips_moving_frames=int(np.count_nonzero(moving[track.track_id])),
             confidence=confidences[track.track_id],
             boxes=track.face_boxes().astype(np.float32),
         )
@@ -217,7 +244,7 @@ def detect_speakers(
         video=str(path),
         model=model_name,
         frames=num_frames,
-        offset_frames=int(offset),
+        offset_frames=None if offset is None else int(offset),
         offset_source=offset_source,
         smooth_frames=smooth,
         threshold=threshold,
@@ -225,6 +252,59 @@ def detect_speakers(
         speaker=speaker,
         warnings=embedded.warnings,
     )
+
+
+def lips_moving(landmarks: np.ndarray, smooth: int) -> np.ndarray:
+    """(frames,) bool: whether the lips move around each frame of a track (its (frames, 68, 2)
+    landmarks): the inner-lip opening's standard deviation over the `smooth` frames around it is at
+    least MIN_LIP_MOTION eye distances and MIN_LIP_MOTION_PIXELS pixels. A track shorter than
+    MIN_LIP_MOTION_FRAMES never moves its lips: too short to tell motion from the landmarks' jitter."""
+    if len(landmarks) < MIN_LIP_MOTION_FRAMES:
+        return np.zeros(len(landmarks), bool)
+    opening = np.linalg.norm(landmarks[:, INNER_LIP_TOP] - landmarks[:, INNER_LIP_BOTTOM], axis=2).mean(axis=1)
+    eyes = np.linalg.norm(landmarks[:, OUTER_EYE_CORNERS[1]] - landmarks[:, OUTER_EYE_CORNERS[0]], axis=1)
+    width = max(smooth, MIN_LIP_MOTION_FRAMES)
+    pixels = _moving_std(opening.astype(np.float64), width)
+    relative = _moving_std(opening / np.maximum(eyes, 1.0), width)
+    return (pixels >= MIN_LIP_MOTION_PIXELS) & (relative >= MIN_LIP_MOTION)
+
+
+def _moving_std(values: np.ndarray, width: int) -> np.ndarray:
+    mean, square = smoothed(values, width), smoothed(values**2, width)
+    return np.sqrt(np.maximum(square.astype(np.float64) - mean.astype(np.float64) ** 2, 0.0))
+
+
+def shared_offset(plans: dict, searches: dict, moving: dict, *, calibrated: bool) -> tuple[str, dict, int | None]:
+    """(offset_source, track id -> the offset its confidence is read at, the top-level offset).
+
+    A file has one audio-video offset, and a speaking face finds it; a silent face's own best offset
+    is the minimum of 2 vshift + 1 noisy distances, which biases its confidence upwards. So the
+    offset of the most confident face whose lips move (highest LSE-C) is read for every face when it
+    is clearly shared: it beats chance for that face's evidence (calibration.offset_beats_chance),
+    and every other moving face whose own offset beats chance agrees with it within a frame.
+    Otherwise (no face's offset beats chance, or two faces clearly disagree: a dubbed face, a
+    picture-in-picture) each face is read at its own offset if that beats chance, else at 0. Faces
+    whose lips never move take no part: a photograph's chance match must not be imposed on the
+    others."""
+    from .calibration import offset_beats_chance
+    from .offsets import IN_SYNC_MIN_CONFIDENCE
+
+    def beats(track_id):
+        windows = plans[track_id].windows
+        return offset_beats_chance(searches[track_id].confidence, windows, calibrated=calibrated, placeholder=IN_SYNC_MIN_CONFIDENCE)[0]
+
+    own = {track_id: search.offset for track_id, search in searches.items()}
+    clear = [track_id for track_id in searches if moving[track_id].any() and beats(track_id)]
+    # a face whose own offset does not beat chance is read at 0, the file's own alignment: its
+    # "best" offset is noise, and reading it there would bias its confidence upwards
+    per_face = {track_id: own[track_id] if track_id in clear else 0 for track_id in searches}
+    if not clear:
+        return "per-face", per_face, None
+    best = max(clear, key=lambda track_id: searches[track_id].confidence)
+    offset = own[best]
+    if all(abs(own[track_id] - offset) <= 1 for track_id in clear):
+        return "shared", {track_id: offset for track_id in searches}, offset
+    return "per-face", per_face, offset
 
 
 def speaking_threshold(model) -> float:
@@ -411,14 +491,17 @@ def run_command(args) -> int:
 
 
 def summary_text(result: SpeakerResult) -> str:
-    lines = [
-        f"{result.video}: {len(result.tracks)} face track(s), confidences read at offset "
-        f"{result.offset_frames:+d} frames ({result.offset_source})"
-    ]
+    if result.offset_source == "per-face":
+        read = "no offset clearly shared: each face read at its own where it beats chance, else at 0"
+    else:
+        read = f"confidences read at offset {result.offset_frames:+d} frames ({result.offset_source})"
+    lines = [f"{result.video}: {len(result.tracks)} face track(s), {read}"]
     for track in result.tracks:
         lines.append(
             f"  track {track.track_id}: on screen {track.start_frame / hp.VIDEO_FPS:.2f}-{track.end_frame / hp.VIDEO_FPS:.2f} s, "
-            f"speaking {100 * track.speaking_fraction:.0f}% ({track.speaking_frames / hp.VIDEO_FPS:.2f} s)"
+            f"speaking {100 * track.speaking_fraction:.0f}% ({track.speaking_frames / hp.VIDEO_FPS:.2f} s), "
+            f"lips moving {100 * track.lips_moving_frames / (track.end_frame - track.start_frame):.0f}%, "
+            f"offset {track.read_offset_frames:+d}"
         )
     for segment in result.segments:
         who = "nobody" if segment.track_id is None else f"track {segment.track_id}"

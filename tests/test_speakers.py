@@ -1,6 +1,7 @@
 """Active speaker detection on a two-face clip where only the left face's mouth moves with the audio."""
 
 import json
+from pathlib import Path
 
 import av
 import numpy as np
@@ -10,7 +11,7 @@ from synthetic import write_clip, write_frames
 from syncnet import hyperparameters as hp
 from syncnet.cli import main
 from syncnet.loading import save_model
-from syncnet.speakers import NO_SPEAKER, detect_speakers, smoothed, window_confidence, write_annotated
+from syncnet.speakers import NO_SPEAKER, detect_speakers, lips_moving, smoothed, window_confidence, write_annotated
 
 CLIP_SECONDS = 4.0
 
@@ -37,7 +38,10 @@ def test_the_face_that_moves_with_the_audio_speaks(detection):
     talking, still = left_and_right(detection)
     assert talking.speaking_fraction > 0.8, talking
     assert still.speaking_fraction < 0.1, still
-    assert detection.offset_source == "auto" and abs(detection.offset_frames) <= 1
+    assert detection.offset_source == "shared" and abs(detection.offset_frames) <= 1
+    # the frozen face's lips never move, so it never speaks, whatever its confidence
+    assert still.lips_moving_frames == 0 and still.speaking_frames == 0, still
+    assert talking.lips_moving_frames > 0.9 * (talking.end_frame - talking.start_frame), talking
     # the smoothed confidence tells them apart wherever both are known
     both = np.isfinite(talking.confidence) & np.isfinite(still.confidence)
     assert np.mean(talking.confidence[both] > still.confidence[both]) > 0.9
@@ -143,3 +147,33 @@ def test_smoothing_skips_unknown_frames():
     np.testing.assert_allclose(smoothed(values, 25), np.full(7, 2.0))  # a track shorter than the window
     np.testing.assert_allclose(smoothed(np.arange(6.0), 2), [0.0, 0.5, 1.5, 2.5, 3.5, 4.5])  # frames f - 1, f
     assert NO_SPEAKER < 0  # track ids count from 0
+
+
+def test_lips_that_do_not_move_beyond_the_landmarks_jitter_do_not_move():
+    rng = np.random.default_rng(0)
+    frames = 100
+    face = np.zeros((frames, 68, 2), np.float32)
+    face[:, 36], face[:, 45] = (100, 100), (160, 100)  # 60 px between the outer eye corners
+    face[:, 61:64, 1], face[:, 65:68, 1] = 150, 150  # a closed mouth
+    jittering = face + rng.normal(0, 0.4, face.shape).astype(np.float32)  # a photograph's landmarks
+    assert not lips_moving(jittering, 25).any()
+    talking = face.copy()
+    opening = 6 * (1 + np.sin(2 * np.pi * 4 * np.arange(frames) / hp.VIDEO_FPS))  # 4 Hz syllables, up to 12 px
+    talking[:, 65:68, 1] += opening[:, None]
+    assert lips_moving(talking, 25).all()
+    assert not lips_moving(talking[:8], 25).any()  # too short to tell
+
+
+OBAMA = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips" / "ViniciusTxr__Implementacoes-Face-Recognition__Obama.mp4"
+
+
+@pytest.mark.skipif(not OBAMA.exists(), reason=f"needs the shared clip {OBAMA} (../shared/data is absent)")
+def test_a_photograph_on_a_book_cover_is_not_the_speaker():
+    result = detect_speakers(OBAMA)  # the shipped expert
+    photo = min(result.tracks, key=lambda track: track.start_frame)  # on screen first, for 0.36 s
+    assert photo.start_frame == 0 and photo.end_frame < 15, photo
+    assert photo.speaking_frames == 0 and photo.lips_moving_frames == 0, photo
+    # its chance offset is imposed on nobody: a shared offset is a face's whose lips move
+    assert result.offset_source != "shared" or any(
+        track.lips_moving_frames and track.offset_frames == result.offset_frames for track in result.tracks if track is not photo
+    )
