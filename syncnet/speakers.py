@@ -9,17 +9,18 @@ speaks.
 
 1. Each track's 5-frame windows and the audio windows are embedded once (`embedding.embed_media`) and compared
    at offsets -vshift..vshift (`offsets.score_windows`), as `syncnet score` does.
-2. Each window gets a relative confidence at ONE offset, the same for every track:
-   (median over offsets of the track's mean distance - the window's distance) / that median.
-   That is syncnet_python's per-frame confidence divided by the track's typical off-sync distance,
-   so one threshold fits models whose distances differ in scale (about 3 for a small model, 15 for
-   syncnet_v2). The offset is the most confident track's (highest LSE-C): a file has one
-   audio-video offset and the speaking face finds it, while a silent face's own "best" offset is
-   the minimum of 2 vshift + 1 noisy distances, which would bias its confidence upwards.
-   `--offset 0` trusts the file instead.
+2. Each window gets a relative confidence:
+   (median over offsets of the track's mean distance - the window's distance) / that median,
+   read at one offset. That is syncnet_python's per-frame confidence divided by the track's typical
+   off-sync distance, so one threshold fits models whose distances differ in scale (about 3 for a
+   small model, 15 for syncnet_v2). The offset is shared when it clearly is (`shared_offset`: the
+   most confident face whose lips move, if its offset beats chance and the other clear faces agree),
+   else each face's own where that beats chance, else 0. `--offset N` fixes it.
 3. A track's confidences (window i -> its middle frame) are averaged over `smooth` frames (default
    25, one second; 10-100 is sensible): syllables come at 3-6 Hz, turns last seconds.
-4. In each frame the face with the highest smoothed confidence speaks if that is above `threshold`,
+4. A face whose lips do not move (`lips_moving`: the inner-lip opening from the dlib landmarks the
+   face tracker holds, against their jitter) never speaks. In each frame, among the faces whose lips
+   move, the one with the highest smoothed confidence speaks if that is above `threshold`,
    otherwise nobody does (a pause, a voice from off screen).
 
 `--annotate OUT.mp4` writes the video with each face's box green while it speaks and red while it
