@@ -60,7 +60,7 @@ NO_SPEAKER = -1
 # 0.080 / 12.7 px (real talk); the photograph on a book in *Face-Recognition__Obama.mp4 0.018 / 0.9
 # px, a listening face in *obama_curry.mp4 0.012 / 0.6 px, the synthetic frozen face 0.004 / 0.2 px.
 MIN_LIP_MOTION = 0.02
-MIN_LIP_MOTION_PIXELS = 1.2
+MIN_LIP_MOTION_PIXELS = 0.5
 MIN_LIP_MOTION_FRAMES = hp.WINDOW_FRAMES * 2  # fewer frames of a track than this cannot show motion
 INNER_LIP_TOP, INNER_LIP_BOTTOM = (61, 62, 63), (67, 66, 65)
 OUTER_EYE_CORNERS = (36, 45)
