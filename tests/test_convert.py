@@ -274,7 +274,9 @@ def test_input_is_never_overwritten_and_non_torch_files_are_refused(tmp_path):
 
 def test_command_without_torch_prints_the_install_line(tmp_path):
     script = (
-        "import sys; sys.modules['torch'] = None; from syncnet.cli import main; "
+        # keras first: it imports scikit-learn when present (librosa, a test extra, brings it), whose
+        # scipy probes sys.modules['torch'] - a None there breaks that import, not ours
+        "import sys, keras; sys.modules['torch'] = None; from syncnet.cli import main; "
         f"sys.exit(main(['convert-weights', {str(tmp_path / 'syncnet_v2.model')!r}, {str(tmp_path / 'out.keras')!r}]))"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
