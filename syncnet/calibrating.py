@@ -73,7 +73,7 @@ def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift
             own = best if step == 0 else own
             if own is not None:
                 (scores.speaking if step == 0 else scores.not_speaking).extend(
-                    _speaking_confidence(clip.plans[own.track_id], audio, own.offset_frames)
+                    _speaking_confidence(clip.plans[own.track_id], audio, own.offset_frames, model.family.comparison)
                 )
     if not scores.tampered[SCORES[0]]:
         raise UserError("no swapped pair could be scored: every other clip's audio ends before the faces appear")
@@ -97,7 +97,7 @@ def _paired_track_scores(model, clip, audio: np.ndarray) -> list:
     return scores
 
 
-def _speaking_confidence(plan, audio: np.ndarray, offset: int) -> np.ndarray:
+def _speaking_confidence(plan, audio: np.ndarray, offset: int, comparison: str) -> np.ndarray:
     """`syncnet speakers`' smoothed per-frame confidence of one face track against `audio`
     embeddings placed at its first frame, read at `offset`; the frames that have one."""
     from .offsets import score_windows
@@ -106,7 +106,9 @@ def _speaking_confidence(plan, audio: np.ndarray, offset: int) -> np.ndarray:
     windows = min(plan.windows, len(audio) - plan.start)
     if windows < 1:
         return np.zeros(0, np.float32)
-    distances = score_windows(plan.frame_embeddings[:windows], audio[plan.start : plan.start + windows], min(plan.vshift, windows - 1))
+    distances = score_windows(
+        plan.frame_embeddings[:windows], audio[plan.start : plan.start + windows], min(plan.vshift, windows - 1), comparison
+    )
     confidence = smoothed(window_confidence(distances, offset, windows + hp.WINDOW_FRAMES), DEFAULT_SMOOTH_FRAMES)
     return confidence[np.isfinite(confidence)]
 

@@ -195,7 +195,8 @@ def detect_speakers(
         threshold = speaking_threshold(model)
     embedded = embed_media(load_media(path), model, vshift=vshift, progress=progress)
     distances = {
-        track_id: score_windows(plan.frame_embeddings, embedded.track_audio(plan), plan.vshift) for track_id, plan in embedded.plans.items()
+        track_id: score_windows(plan.frame_embeddings, embedded.track_audio(plan), plan.vshift, model.family.comparison)
+        for track_id, plan in embedded.plans.items()
     }
     searches = {track_id: search_offset(table) for track_id, table in distances.items()}
     moving = {track.track_id: lips_moving(track.landmarks, smooth) for track in embedded.tracks}
