@@ -97,8 +97,12 @@ def import_torch():
     return torch
 
 
-PUBLISHED_NAMES = {"syncnet_v2": "syncnet_python's SyncNetModel", "wav2lip": "Wav2Lip's expert discriminator"}
-SUPPORTED = "syncnet_python's syncnet_v2.model, Wav2Lip's lipsync_expert.pth"
+PUBLISHED_NAMES = {
+    "syncnet_v2": "syncnet_python's SyncNetModel",
+    "wav2lip": "Wav2Lip's expert discriminator",
+    "latentsync": "LatentSync's SyncNet (StableSyncNet)",
+}
+SUPPORTED = "syncnet_python's syncnet_v2.model, Wav2Lip's lipsync_expert.pth, LatentSync's stable_syncnet.pt / latentsync_syncnet.pt"
 
 
 def load_syncnet_python_state(path, allow_pickle: bool = False) -> dict[str, np.ndarray]:
@@ -224,7 +228,7 @@ def is_syncnet_python(keys) -> bool:
 def recognise(state: dict[str, np.ndarray]) -> tuple[str, object]:
     """(the family's name, the function from the state dict to the Keras model) for a state dict,
     or a UserError saying what the file is, or that it is none of the supported experts."""
-    from .models import wav2lip
+    from .models import latentsync, wav2lip
 
     keys = list(state)
     if is_syncnet_python(keys):
@@ -234,8 +238,11 @@ def recognise(state: dict[str, np.ndarray]) -> tuple[str, object]:
         raise UserError(f"this looks like {other}; convert-weights reads {SUPPORTED}")
     if wav2lip.is_checkpoint(keys):
         return "wav2lip", wav2lip.convert_state_dict
-    if any(".down_blocks." in key or key.startswith(("audio_encoder.conv_in", "visual_encoder.")) for key in keys):
-        raise UserError(f"this looks like a LatentSync checkpoint, which is not supported yet; convert-weights reads {SUPPORTED}")
+    other = latentsync.other_latentsync_checkpoint(keys)
+    if other:
+        raise UserError(f"this looks like {other}; convert-weights reads {SUPPORTED}")
+    if latentsync.is_checkpoint(keys):
+        return "latentsync", latentsync.convert_state_dict
     raise UserError(f"not a checkpoint of a supported expert (first keys: {', '.join(keys[:3]) or 'none'}); convert-weights reads {SUPPORTED}")
 
 
@@ -268,7 +275,7 @@ def convert_weights(state_dict_path, out_path, allow_pickle: bool = False):
 
 
 def configure_parser(parser):
-    parser.add_argument("weights", help="a published expert's PyTorch checkpoint: syncnet_python's syncnet_v2.model, Wav2Lip's lipsync_expert.pth")
+    parser.add_argument("weights", help=f"a published expert's PyTorch checkpoint: {SUPPORTED}")
     parser.add_argument("output", help="the .keras file to write")
     parser.add_argument(
         "--allow-pickle",
@@ -286,5 +293,6 @@ def run_command(args) -> int:
     start = time.perf_counter()
     model = convert_weights(args.weights, args.output, allow_pickle=args.allow_pickle)
     uncalibrated = " (its sync probability is uncalibrated: see syncnet calibrate)" if model.family.comparison == "l2" else ""
-    print(f"wrote {args.output}: {model.family.name}, {model.count_params():,} weights, in {time.perf_counter() - start:.1f} s{uncalibrated}")
+    found = f" ({model.description})" if hasattr(model, "description") else ""  # which version of the family
+    print(f"wrote {args.output}: {model.family.name}{found}, {model.count_params():,} weights, in {time.perf_counter() - start:.1f} s{uncalibrated}")
     return 0

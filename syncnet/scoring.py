@@ -40,7 +40,7 @@ from .errors import UserError, one_line
 from .files import atomic_output, check_writable
 from .loading import load_model, model_path, resolve_calibration, resolve_model
 from .offsets import IN_SYNC_MIN_CONFIDENCE, Verdict, score_windows, search_offset
-from .video import VIDEO_SUFFIXES, MediaError, MediaLike, check_exists, is_frame_folder, load_media
+from .video import VIDEO_SUFFIXES, MediaLike, check_exists, is_frame_folder, load_media
 
 if TYPE_CHECKING:
     from .calibration import Calibration
@@ -128,6 +128,7 @@ class ScoreResult:
         return max(self.tracks, key=lambda track: track.confidence, default=None)
 
     # The top-level numbers are the best track's (None for an error result).
+    track_id = _from_best("track_id")
     offset_frames = _from_best("offset_frames")
     offset_seconds = _from_best("offset_seconds")
     min_dist = _from_best("min_dist")
@@ -144,7 +145,8 @@ class ScoreResult:
             "video": self.video,
             "status": self.status,
             "error": self.error,
-            **{key: getattr(self, key) for key in SYNC_KEYS},  # the best track's
+            "track_id": self.track_id,  # the best track, whose numbers these are
+            **{key: getattr(self, key) for key in SYNC_KEYS},
             "frames": self.frames,
             "face_tracks": None if self.status != "ok" else len(self.tracks),
             "model": self.model,
@@ -260,9 +262,14 @@ def _to_numpy(tensor) -> np.ndarray:
 # --- Plots ------------------------------------------------------------------------------------
 
 
-def plot_result(result: ScoreResult, png_path):
-    """One PNG (to a path or a binary file object): mean distance vs offset for every track (the best one bold), and the best track's
-    per-frame confidence over time."""
+# --plot's formats, by the file's suffix (matplotlib writes JPEG through Pillow); no suffix: PNG.
+PLOT_FORMATS = {"": "png", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
+
+
+def plot_result(result: ScoreResult, png_path, image_format: str | None = None):
+    """One figure (to a path or a binary file object): mean distance vs offset for every track (the
+    best one bold), and the best track's per-frame confidence over time. image_format: one of
+    PLOT_FORMATS' values; default the path's suffix's (a file object: PNG)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -294,7 +301,9 @@ def plot_result(result: ScoreResult, png_path):
     with warnings.catch_warnings():
         # a file name in a script the font lacks (CJK, ...) shows as boxes in the title, not as a warning
         warnings.filterwarnings("ignore", "Glyph .* missing from")
-        figure.savefig(png_path, dpi=100, format="png")
+        if image_format is None:
+            image_format = PLOT_FORMATS.get(Path(png_path).suffix.lower(), "png") if isinstance(png_path, (str, os.PathLike)) else "png"
+        figure.savefig(png_path, dpi=100, format=image_format)
 
 
 # --- Command line -----------------------------------------------------------------------------
@@ -314,6 +323,7 @@ CSV_COLUMNS = (
     "frames",
     "face_tracks",
     "model",
+    "warnings",  # "; "-joined: a half-decoded file is not a plain "ok" row
 )
 
 
@@ -337,7 +347,7 @@ def configure_parser(parser):
     parser.add_argument(
         "--plot",
         metavar="PNG",
-        help="plot distance vs offset and per-frame confidence; with several videos, PNG_<video>.png each (the output names every one)",
+        help="plot distance vs offset and per-frame confidence (.png, .jpg, .svg or .pdf); with several videos, PNG_<video>.png each (the output names every one)",
     )
     parser.add_argument("--audio", metavar="WAV", help="score against this audio instead of the video's own (one video)")
 
@@ -351,6 +361,8 @@ def run_command(args) -> int:
     if args.audio:
         check_exists(args.audio)
     # destinations and the calibration first: a bad one fails now, not after the scoring
+    if args.plot and Path(args.plot).suffix.lower() not in PLOT_FORMATS:
+        raise UserError(f"--plot {args.plot}: name a .png, .jpg, .svg or .pdf file")
     plot_paths = _plot_paths(args.plot, videos) if args.plot else {}
     for path in ([args.csv] if args.csv else []) + list(plot_paths.values()):
         check_writable(path)
@@ -359,22 +371,21 @@ def run_command(args) -> int:
     model_name = args.model or "default"
     progress = sys.stderr.isatty() and not (args.json and not sys.stdout.isatty())
 
-    model, results = None, []  # the model loads at the first video there is: missing files need no TensorFlow
+    model, results = None, []  # the model loads at the first video that opens: missing or unreadable files need no TensorFlow
     try:
         for video in videos:
             if isinstance(video, ScoreResult):  # a folder with no videos in it
                 result = video
             else:
                 try:
-                    check_exists(video)
-                except MediaError as error:
-                    result = ScoreResult(video=video, model=model_name, status="error", error=str(error))
+                    media = load_media(video, args.audio)  # an empty or text file fails here, without waiting for the model
+                except (ValueError, OSError) as error:  # MediaError is a ValueError
+                    result = ScoreResult(video=video, model=model_name, status="error", error=one_line(error))
                 else:
                     model = model or load_model(args.model)  # once, for every video
-                    result = score_video(
-                        video,
+                    result = score_media(
+                        media,
                         model,
-                        audio_path=args.audio,
                         vshift=args.vshift,
                         min_confidence=args.min_confidence,
                         calibration=calibration,
@@ -462,4 +473,5 @@ def write_csv(results, path, total: int | None = None):
         writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in [result.to_dict() for result in results] + [mean_row]:
+            row["warnings"] = "; ".join(row.get("warnings", []))
             writer.writerow({key: "" if value is None else value for key, value in row.items()})

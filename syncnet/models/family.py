@@ -153,6 +153,20 @@ WAV2LIP = ExpertFamily(
     generator_face=(hp.WAV2LIP_FACE_SIZE, hp.WAV2LIP_FACE_SIZE),
 )
 
+LATENTSYNC = ExpertFamily(
+    name="latentsync",
+    description="LatentSync's StableSyncNet (stable_syncnet.pt 1.5 / 1.6, latentsync_syncnet.pt 1.0): lower halves of 16 aligned 256 px RGB faces in [-1, 1], 80 x 52 mel, cosine",
+    crop="latentsync_face",
+    window_frames=16,  # 0.64 s at 25 fps
+    frame_size=(128, 256),  # the lower half of LatentSync's 256 x 256 aligned faces
+    channels=3,
+    channel_order="rgb",
+    value_range=(-1.0, 1.0),
+    audio="latentsync_mel",
+    comparison="cosine",
+    generator_face=(256, 256),
+)
+
 # The families a SyncNet (models/siamese.py) can be, by preset: `tiny` is `paper` at 1/16 width.
 FAMILY_OF_PRESET = {"paper": PAPER, "tiny": PAPER, "syncnet_v2": SYNCNET_V2, "lips": LIPS}
-FAMILIES = {family.name: family for family in (PAPER, SYNCNET_V2, LIPS, WAV2LIP)}
+FAMILIES = {family.name: family for family in (PAPER, SYNCNET_V2, LIPS, WAV2LIP, LATENTSYNC)}
