@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from synthetic import write_clip
 
@@ -115,3 +116,79 @@ def test_import_syncnet_in_a_script_keeps_tensorflows_log_quiet_unless_the_user_
         timeout=120,
     )
     assert chosen.returncode == 0 and chosen.stdout == "1\n", chosen.stderr
+
+
+# --- score: the CSV's warnings, the plot's format, the top level's track, unreadable files -----
+
+
+def scored(video="talk.mp4", warnings=(), track_ids=(0,)):
+    from syncnet.scoring import ScoreResult, TrackScore
+
+    tracks = [
+        TrackScore(
+            track_id=track_id,
+            start_frame=0,
+            num_frames=50,
+            vshift=2,
+            offset_frames=0,
+            min_dist=7.0,
+            confidence=1.0 + track_id,  # the last track is the most confident: the best
+            sync_probability=0.6,
+            sync_probability_at_zero=0.6,
+            in_sync=True,
+            verdict_reason="P(tampered) 0.01 < 0.5",
+            tampered=0.01,
+            mean_distance=np.array([8.0, 7.5, 7.0, 7.5, 8.0]),
+            frame_confidence=np.ones(46),
+        )
+        for track_id in track_ids
+    ]
+    return ScoreResult(video=video, model="default", frames=50, tracks=tracks, warnings=list(warnings))
+
+
+def test_the_csv_keeps_each_videos_warnings(tmp_path):
+    from syncnet.scoring import write_csv
+
+    table = tmp_path / "t.csv"
+    write_csv([scored("half.mp4", ["truncated: 3.0 s of 10.0 s decode", "audio at 8000 Hz"]), scored("whole.mp4")], table)
+    rows = list(csv.DictReader(table.open()))
+    assert [row["warnings"] for row in rows] == ["truncated: 3.0 s of 10.0 s decode; audio at 8000 Hz", "", ""]
+
+
+def test_the_json_top_level_names_the_track_its_numbers_are_from():
+    result = scored(track_ids=(0, 1, 2)).to_dict()
+    assert result["track_id"] == 2 and result["confidence"] == result["tracks"][2]["confidence"]
+    assert scored(track_ids=()).to_dict()["track_id"] is None
+
+
+@pytest.mark.parametrize("name, magic", [("plot.jpg", b"\xff\xd8\xff"), ("plot.png", b"\x89PNG"), ("plot.svg", b"<?xml")])
+def test_plot_writes_the_format_its_name_says(tmp_path, name, magic):
+    from syncnet.scoring import plot_result
+
+    plot_result(scored(), tmp_path / name)
+    assert (tmp_path / name).read_bytes().startswith(magic)
+
+
+def test_score_refuses_a_plot_format_it_cannot_write_and_fails_fast_on_files_that_are_not_videos(talking_clip, tmp_path):
+    probe = (
+        "import sys; from syncnet.cli import main; code = main(sys.argv[1:]); "
+        "print('tensorflow' in sys.modules, file=sys.stderr); sys.exit(code)"
+    )
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-c", probe, *map(str, args)], capture_output=True, text=True, cwd=tmp_path, env=environment(), timeout=60
+        )
+
+    gif = run("score", talking_clip, "--plot", tmp_path / "plot.gif")
+    assert (
+        gif.returncode == 1
+        and gif.stderr == f"syncnet score: error: --plot {tmp_path / 'plot.gif'}: name a .png, .jpg, .svg or .pdf file\nFalse\n"
+    )
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "notes.mp4").write_text("meeting notes, not a video\n")
+    unreadable = run("score", tmp_path / "empty.mp4", tmp_path / "notes.mp4")
+    assert unreadable.returncode == 1 and unreadable.stdout == ""
+    *errors, imported = unreadable.stderr.splitlines()
+    assert [error.split(": error: ")[0] for error in errors] == [str(tmp_path / "empty.mp4"), str(tmp_path / "notes.mp4")]
+    assert imported == "False"  # the model was never loaded for them: TensorFlow not even imported

@@ -49,7 +49,7 @@ def trained_tiny_model(cache_dir) -> SyncNet:
         .batch(BATCH)
         .map(lambda x, y: ({"frames": tf.cast(x["frames"], tf.float32), "mfcc": x["mfcc"]}, y))
     )
-    model.fit(dataset, epochs=EPOCHS, verbose=0)
+    model.fit(dataset, epochs=EPOCHS, verbose=0, shuffle=False)  # shuffled above, as Keras wants a tf.data.Dataset
     model.save(path)
     return model
 
