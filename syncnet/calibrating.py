@@ -150,12 +150,20 @@ def configure_parser(parser):
         help="pick the threshold that calls at most this fraction of real clips tampered (default: the best balanced accuracy)",
     )
     parser.add_argument("--vshift", type=int, default=hp.VSHIFT, help="search offsets -N..N frames (default %(default)s)")
+    parser.add_argument(
+        "--into",
+        metavar="MODEL.keras",
+        help="also write the model with the calibration inside it: it keeps its verdict wherever the file goes",
+    )
 
 
 def run_command(args) -> int:
     from .scoring import find_videos
 
     output = check_writable(args.output)
+    if args.into is not None and not args.into.endswith(".keras"):
+        raise UserError(f"--into takes a .keras file, got {args.into}")
+    into = check_writable(args.into) if args.into is not None else None
     videos = [video for video in find_videos(args.inputs) if isinstance(video, str)]  # empty folders give none
     calibration, skipped = calibrate(
         videos, args.model, swaps=args.swaps, vshift=args.vshift, false_alarm=args.false_alarm, progress=sys.stderr.isatty()
@@ -164,6 +172,13 @@ def run_command(args) -> int:
         print(f"skipped {line}", file=sys.stderr)
     save_calibration(calibration, output)
     print(summary_text(calibration, output))
+    if into is not None:
+        from .loading import resolve_model, save_model
+
+        model, _ = resolve_model(args.model)
+        model.calibration = calibration
+        save_model(model, into)
+        print(f"{into}: the model with this calibration inside (syncnet.load_model reads it)")
     return 0
 
 

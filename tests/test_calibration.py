@@ -247,3 +247,22 @@ def test_a_rising_logistic_or_inverted_labels_are_refused():
         Calibration.from_dict({**good.to_dict(), "logistic_slope": 0.4})
     with pytest.raises(UserError, match="no score tells the real clips from the swapped ones"):
         fit_calibration({name: [0.0, 1.0, 2.0] for name in SCORES}, {name: [3.0, 4.0, 5.0] for name in SCORES})
+
+
+def test_calibrate_into_a_model_keeps_the_verdict_inside_the_file(real_dir, model_path, tmp_path, capsys):
+    two = tmp_path / "two"
+    two.mkdir()
+    for seed in SEEDS[:2]:
+        (two / f"speaker_{seed}.mp4").symlink_to(real_dir / f"speaker_{seed}.mp4")
+    assert main(["calibrate", str(two), "--model", str(model_path), "-o", str(tmp_path / "c.json"), "--into", str(tmp_path / "c.txt")]) == 1
+    assert "--into takes a .keras file" in capsys.readouterr().err
+    calibrated = tmp_path / "calibrated.keras"
+    args = ["calibrate", str(two), "--model", str(model_path), "-o", str(tmp_path / "c.json"), "--swaps", "1", "--into", str(calibrated)]
+    assert main(args) == 0
+    capsys.readouterr()
+    from syncnet.loading import load_model
+
+    assert load_model(calibrated).calibration == load_calibration(tmp_path / "c.json")
+    video = str(two / f"speaker_{SEEDS[0]}.mp4")
+    assert main(["score", video, "--model", str(calibrated), "--json"]) == 0  # no --calibration: the file's own
+    assert json.loads(capsys.readouterr().out)["tampered"] is not None
