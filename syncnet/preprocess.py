@@ -48,7 +48,7 @@ from . import hyperparameters as hp
 from .audio import mfcc_in_chunks
 from .data import COMPRESSION, MANIFEST, MFCC_TAIL, Segment, crop_shape, encode_segment, holds_pixels, read_manifest
 from .embedding import compiled_towers, segment_embeddings
-from .errors import UserError, one_line
+from .errors import UserError, install_hint, one_line
 from .faces import crop_tracks, find_face_tracks, frames_to_crop
 from .files import atomic_output
 from .loading import load_model
@@ -413,7 +413,7 @@ def run_beam_pipeline(inputs: list[Job], output_dir, preset: str = "paper", pipe
         import apache_beam as beam
         from apache_beam.options.pipeline_options import PipelineOptions
     except ImportError as error:
-        raise UserError("--runner beam needs Apache Beam: pip install 'syncnet[beam]'") from error
+        raise UserError(f"--runner beam needs Apache Beam: {install_hint('beam', 'apache-beam')}") from error
 
     if any(job.preset != preset for job in inputs):
         raise UserError(f"every job must be for preset {preset!r}")
@@ -508,7 +508,10 @@ def configure_parser(parser):
         help="with --min-confidence: also drop segments whose offset is further off (frames)",
     )
     parser.add_argument(
-        "--runner", default="local", choices=("local", "beam"), help="beam: run as an Apache Beam pipeline (pip install 'syncnet[beam]')"
+        "--runner",
+        default="local",
+        choices=("local", "beam"),
+        help="beam: run as an Apache Beam pipeline (needs apache-beam: the beam extra)",
     )
     parser.add_argument(
         "--beam-args",

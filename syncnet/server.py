@@ -37,7 +37,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
-from .errors import UserError
+from .errors import UserError, install_hint
 
 PLOTS_KEPT = 32  # finished jobs whose plot stays fetchable (about 50 KB each)
 UPLOAD_FIELDS = ("video", "audio")
@@ -342,7 +342,7 @@ def run_command(args) -> int:
         import python_multipart  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        raise UserError("syncnet serve needs the `serve` extra: pip install 'syncnet[serve]'") from None
+        raise UserError(f"syncnet serve needs FastAPI and uvicorn: {install_hint('serve', 'fastapi uvicorn python-multipart')}") from None
     from .loading import load_model
 
     model = load_model(args.model)  # once: every job shares it

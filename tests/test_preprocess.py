@@ -213,7 +213,7 @@ def test_shared_example_is_one_long_track():
 
 
 def test_beam_pipeline_writes_the_same_layout(clips, tmp_path):
-    pytest.importorskip("apache_beam", reason="Apache Beam is an optional extra (pip install 'syncnet[beam]')")
+    pytest.importorskip("apache_beam", reason="Apache Beam is an optional extra (pip install -e '.[beam]')")
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(clips / "spk_a" / "normal.mp4", folder / "normal.mp4")

@@ -4,6 +4,7 @@ and the smaller things. Each command runs in a subprocess, as a user runs it; Ct
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -192,3 +193,82 @@ def test_score_refuses_a_plot_format_it_cannot_write_and_fails_fast_on_files_tha
     *errors, imported = unreadable.stderr.splitlines()
     assert [error.split(": error: ")[0] for error in errors] == [str(tmp_path / "empty.mp4"), str(tmp_path / "notes.mp4")]
     assert imported == "False"  # the model was never loaded for them: TensorFlow not even imported
+
+
+# --- install names ----------------------------------------------------------------------------
+
+
+def pinned(requirements: Path) -> dict:
+    """name -> version of every `name==version` line in a requirements file and the constraint files
+    it names (`-c FILE`)."""
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in requirements.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line.startswith("-c "):
+            pins.update(pinned(requirements.parent / line[3:].strip()))
+        elif "==" in line:
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def test_pip_install_r_requirements_txt_asks_for_nothing_that_conflicts():
+    """vvadlrs3 0.2.0 pinned beside Keras 3 made `pip install -r requirements.txt` fail: its metadata
+    wants keras==2.4.3. No pinned package may require another at a version other than its pin."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = pinned(REPO / "requirements.txt")
+    assert {"tensorflow", "keras", "numpy"} <= pins.keys()
+    conflicts = []
+    for name, version in pins.items():
+        try:
+            requires = metadata.distribution(name).requires or []
+        except metadata.PackageNotFoundError:
+            continue
+        for requirement in map(Requirement, requires):
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            other = pins.get(canonicalize_name(requirement.name))
+            if other is not None and not requirement.specifier.contains(other, prereleases=True):
+                conflicts.append(f"{name} {version} needs {requirement}, pinned {other}")
+    assert conflicts == []
+
+
+def test_the_distribution_name_and_every_install_hint_install_this_package():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "syncnet-expert" and project["scripts"] == {"syncnet": "syncnet.cli:main"}
+    # `pip install 'syncnet[serve]'` installs an unrelated game-networking library. syncnet/convert.py's
+    # hint is with the lead's refactor of that module (issue 23).
+    texts = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "syncnet").rglob("*.py"))]
+    wrong = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in texts
+        if path != REPO / "syncnet" / "convert.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"pip install [^`\n]*\bsyncnet\[", line)
+    ]
+    assert wrong == []
+
+
+def test_the_docs_commands_name_models_that_are_there():
+    """`--model paper.keras` named the shipped expert's file as if it were in the working folder; the
+    shipped expert is the default, no --model needed."""
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    assert [path.name for path in docs if "--model paper.keras" in path.read_text()] == []
+
+
+def test_a_missing_extra_says_what_to_install(tmp_path):
+    script = "import sys; sys.modules['fastapi'] = None; from syncnet.cli import main; sys.exit(main(['serve']))"
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=environment(), timeout=60)
+    assert run.returncode == 1
+    assert run.stderr == (
+        "syncnet serve: error: syncnet serve needs FastAPI and uvicorn: pip install fastapi uvicorn python-multipart "
+        "(the 'serve' extra; in a checkout: pip install -e '.[serve]')\n"
+    )
