@@ -319,6 +319,8 @@ def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str
     kind "lips": (50, 100, 3) uint8 RGB lip crops as vvadlrs3 makes them, from RGB frames.
     kind "lower_face": (48, 96, 3) uint8 RGB, the lower half of a 96 x 96 face crop as Wav2Lip makes
     it (its face detector's box, resized to 96 x 96: `face_boxes` stands in for that box).
+    kind "latentsync_face": (128, 256, 3) uint8 RGB, the lower half of a 256 x 256 face aligned as
+    LatentSync aligns them (`latentsync_alignments`: brows and nose onto its template).
     `frames` must be the frames `find_face_tracks` saw (`frames_to_crop` decodes them as needed).
     """
     if kind == "mouth":
@@ -329,8 +331,10 @@ def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str
         boxes = {track.track_id: track.face_boxes() for track in tracks}
     elif kind == "lips":
         boxes = {track.track_id: track.lip_boxes() for track in tracks}
+    elif kind == "latentsync_face":
+        boxes = {track.track_id: latentsync_alignments(track.landmarks) for track in tracks}
     else:
-        raise UserError(f"crop kind must be 'mouth', 'face', 'lips' or 'lower_face', not {kind!r}")
+        raise UserError(f"crop kind must be 'mouth', 'face', 'lips', 'lower_face' or 'latentsync_face', not {kind!r}")
     last_frame = max((track.end for track in tracks), default=0)
     for index, frame in enumerate(frames):
         if index >= last_frame:
@@ -347,6 +351,8 @@ def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str
                     crops[track.track_id] = _resized(_crop(frame, box, fill=FACE_PAD_VALUE), hp.FACE_CROP_SIZE)
                 elif kind == "lower_face":
                     crops[track.track_id] = _resized(_crop(frame, box, fill=0), hp.WAV2LIP_FACE_SIZE)[hp.WAV2LIP_FACE_SIZE // 2 :]
+                elif kind == "latentsync_face":
+                    crops[track.track_id] = latentsync_face(frame, box)[LATENTSYNC_FACE_SIZE // 2 :]
                 else:
                     crops[track.track_id] = _fitted(_crop(frame, box, fill=0), hp.LIP_CROP_HEIGHT, hp.LIP_CROP_WIDTH)
         if crops:
@@ -634,3 +640,62 @@ def _resized(crop: np.ndarray, size: int, grayscale: bool = False) -> np.ndarray
     if grayscale and image.mode != "L":
         image = image.convert("L")  # ITU-R 601 luma, the weights cv2's BGR2GRAY uses
     return np.asarray(image.resize((size, size), Image.BILINEAR))
+
+
+# --- LatentSync's face alignment -----------------------------------------------------------------
+# LatentSync (latentsync/utils/image_processor.py, affine_transform.py) maps three anchors - the
+# centres of the two eyebrows and of the nose, from InsightFace's 106 landmarks, rounded to whole
+# pixels - onto a template in a 210 x 280 face by a similarity transform (least squares on the
+# anchors, each set scaled by its standard deviation), warps bilinearly with grey 127 outside the
+# frame, and resizes the face to 256 x 256 (so 210 x 280 is stretched to a square). "Smoothing" is
+# its running offset: the nose's misfit in the normalised anchor space, averaged 0.2 old / 0.8 new
+# along the video, added to the translation. Our anchors come from dlib's 68 points instead: the
+# eyebrows' 5 points each (the upper edge of the brow only: InsightFace's 5 include points of its
+# lower edge, so our brow centres sit a little higher) and the 9 nose points' mean (InsightFace's
+# four points 74, 77, 83, 86 along the nose's sides; both are near the middle of the nose, not
+# verified to coincide). The expert was trained on faces aligned their way.
+LATENTSYNC_TEMPLATE = np.array([[17.0, 20.0], [58.0, 20.0], [37.5, 40.0]]) * 2.8  # px in the 210 x 280 face
+LATENTSYNC_ALIGNED_SIZE = (210, 280)  # width, height: int(75 * 2.8), int(100 * 2.8)
+LATENTSYNC_FACE_SIZE = 256
+LATENTSYNC_FILL = 127
+LATENTSYNC_BIAS_KEEP = 0.2  # the running offset's weight on its previous value
+_BROWS = (slice(17, 22), slice(22, 27))  # dlib: the brow on the image's left, then the right
+_NOSE = slice(27, 36)
+
+
+def latentsync_alignments(landmarks: np.ndarray) -> np.ndarray:
+    """(n, 2, 3) affine matrices, frame pixels -> the 210 x 280 aligned face, for a track's (n, 68, 2)
+    landmarks, with LatentSync's running offset carried along the track."""
+    anchors = np.round(np.stack([landmarks[:, _BROWS[0]].mean(1), landmarks[:, _BROWS[1]].mean(1), landmarks[:, _NOSE].mean(1)], axis=1))
+    template = LATENTSYNC_TEMPLATE - LATENTSYNC_TEMPLATE.mean(0)
+    template_scale = np.std(template, ddof=1)
+    template = template / template_scale
+    matrices, bias = np.zeros((len(anchors), 2, 3)), None
+    for index, points in enumerate(anchors.astype(np.float64)):
+        centre = points.mean(0)
+        scale = max(np.std(points - centre, ddof=1), 1e-6)
+        normalised = (points - centre) / scale
+        u, _, vt = np.linalg.svd(normalised.T @ template)
+        rotation = vt.T @ u.T
+        if np.linalg.det(rotation) < 0:  # a reflection: flip the last singular direction
+            vt[-1] = -vt[-1]
+            rotation = vt.T @ u.T
+        matrices[index, :, :2] = template_scale / scale * rotation
+        matrices[index, :, 2] = LATENTSYNC_TEMPLATE.mean(0) - template_scale / scale * rotation @ centre
+        offset = template[2] - normalised[2]
+        bias = offset if bias is None else LATENTSYNC_BIAS_KEEP * bias + (1 - LATENTSYNC_BIAS_KEEP) * offset
+        matrices[index, :, 2] += bias
+    return matrices
+
+
+def latentsync_face(frame: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(256, 256, 3) uint8: the RGB frame warped by `matrix` (frame pixel -> aligned-face pixel) into
+    210 x 280, grey outside the frame, then resized to 256 x 256."""
+    forward = np.vstack([matrix, [0.0, 0.0, 1.0]])
+    inverse = np.linalg.inv(forward)[:2]  # aligned pixel -> frame pixel, what PIL samples with
+    # PIL samples at pixel centres (x + 0.5): shift so pixel indices map as the matrix says
+    inverse[:, 2] += 0.5 - inverse[:, :2].sum(axis=1) * 0.5
+    warped = Image.fromarray(frame).transform(
+        LATENTSYNC_ALIGNED_SIZE, Image.AFFINE, tuple(inverse.ravel()), Image.BILINEAR, fillcolor=(LATENTSYNC_FILL,) * 3
+    )
+    return np.asarray(warped.resize((LATENTSYNC_FACE_SIZE, LATENTSYNC_FACE_SIZE), Image.LANCZOS))

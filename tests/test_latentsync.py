@@ -372,3 +372,90 @@ def test_convert_weights_bare_state_dict_with_module_prefix(expert, tmp_path):
     torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, tmp_path / "bare.pt")
     converted = convert_weights(tmp_path / "bare.pt", tmp_path / "bare.keras")
     assert converted.family is LATENTSYNC
+
+
+# --- LatentSync's face alignment ------------------------------------------------------------------
+
+
+def face_landmarks(anchors_per_frame):
+    """(n, 68, 2) dlib landmarks whose brow and nose groups have these (n, 3, 2) centres."""
+    landmarks = np.zeros((len(anchors_per_frame), 68, 2))
+    for group, anchor in zip((slice(17, 22), slice(22, 27), slice(27, 36)), range(3)):
+        count = group.stop - group.start
+        spread = np.linspace(-2, 2, count)[:, None] * np.array([1.0, 0.5])  # symmetric: the mean is the centre
+        landmarks[:, group] = anchors_per_frame[:, anchor, None, :] + spread
+    return landmarks
+
+
+def test_alignment_is_latentsyncs_transform_and_smoothing():
+    """The matrices against LatentSync's transformation_from_points (torch.std / torch.svd, its
+    running offset), written here in PyTorch, on anchors that no similarity maps exactly."""
+    torch = import_torch()
+    from syncnet.faces import LATENTSYNC_TEMPLATE, latentsync_alignments
+
+    rng = np.random.default_rng(5)
+    base = np.array([[300.0, 200.0], [380.0, 205.0], [338.0, 245.0]])
+    anchors = np.round(base + rng.normal(0, 3, (6, 3, 2)))
+    ours = latentsync_alignments(face_landmarks(anchors))
+    template = torch.tensor(LATENTSYNC_TEMPLATE, dtype=torch.float32)
+    p_bias = None
+    for points, matrix in zip(anchors, ours):
+        p1 = torch.tensor(points, dtype=torch.float32)
+        c1, c2 = p1.mean(0), template.mean(0)
+        s1, s2 = torch.std(p1 - c1), torch.std(template - c2)
+        n1, n2 = (p1 - c1) / s1, (template - c2) / s2
+        u, _, v = torch.svd(n1.T @ n2)
+        r = v @ u.T
+        if torch.det(r) < 0:
+            v[:, -1] = -v[:, -1]
+            r = v @ u.T
+        m = torch.cat([(s2 / s1) * r, c2.reshape(2, 1) - (s2 / s1) * r @ c1.reshape(2, 1)], dim=1)
+        bias = n2[2] - n1[2]
+        bias = bias if p_bias is None else p_bias * 0.2 + bias * 0.8
+        p_bias = bias
+        m[:, 2] += bias
+        np.testing.assert_allclose(matrix, m.numpy(), atol=1e-3)
+
+
+def test_aligned_face_puts_the_anchors_on_the_template():
+    from syncnet.faces import LATENTSYNC_ALIGNED_SIZE, LATENTSYNC_TEMPLATE, crop_tracks, latentsync_alignments, latentsync_face
+
+    angle, scale, shift = 0.2, 1.7, np.array([250.0, 120.0])
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    anchors = (LATENTSYNC_TEMPLATE @ rotation.T + shift)[None]  # a tilted face, 1.7 x the template
+    matrix = latentsync_alignments(face_landmarks(np.round(anchors)))[0]
+    frame = np.zeros((720, 720, 3), np.uint8)
+    x, y = np.round(anchors[0, 2]).astype(int)
+    frame[y - 3 : y + 4, x - 3 : x + 4] = 255  # a white square on the nose
+    face = latentsync_face(frame, matrix)
+    assert face.shape == (256, 256, 3) and face[0, 0, 0] == 0  # inside the frame: black, not the grey fill
+    rows, cols = np.nonzero(face[..., 0] > 128)
+    width, height = LATENTSYNC_ALIGNED_SIZE
+    nose = LATENTSYNC_TEMPLATE[2] * np.array([256 / width, 256 / height])
+    assert abs(cols.mean() - nose[0]) < 1.5 and abs(rows.mean() - nose[1]) < 1.5
+    assert latentsync_face(np.zeros((40, 40, 3), np.uint8), matrix)[128, 128, 0] == 127  # off the frame: grey
+
+    class Track:
+        track_id, start, end, landmarks = 0, 0, 1, face_landmarks(np.round(anchors))
+
+    crops = dict(crop_tracks([frame], [Track()], "latentsync_face"))
+    assert crops[0][0].shape == (128, 256, 3)
+    np.testing.assert_array_equal(crops[0][0], face[128:])
+
+
+def test_family_mel_is_librosa_0_10s():
+    """LatentSync's melspectrogram (Wav2Lip's hparams; librosa >= 0.10 pads the centred STFT with zeros)."""
+    librosa = pytest.importorskip("librosa", reason="librosa is not installed (the test extra)")
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(0)
+    t = np.arange(16000 * 2) / 16000
+    wav = (0.3 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+    spectrum = np.abs(librosa.stft(y=lfilter([1, -0.97], [1], wav), n_fft=800, hop_length=200, win_length=800, pad_mode="constant"))
+    decibels = 20 * np.log10(np.maximum(1e-5, librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600) @ spectrum)) - 20
+    reference = np.clip(8 * ((decibels + 100) / 100) - 4, -4, 4)
+    ours = np.asarray(LATENTSYNC.audio_features(wav))
+    np.testing.assert_allclose(ours, reference, atol=1e-3)
+    windows = LATENTSYNC.audio_windows(wav, [0.0, 0.64])
+    assert windows.shape == (2, 80, 52)
+    np.testing.assert_array_equal(windows[1], ours[:, 51:103])  # frame 16 starts at int(80 * 16 / 25) = 51
