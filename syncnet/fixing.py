@@ -12,6 +12,7 @@ shift is kept in memory, never the whole audio track.
 """
 
 import os
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from .video import MediaError
 # them from decoders, AVI has no way to, so an MP3 in AVI would play 1105 samples (1.7 frames) late:
 # AVI gets lossless PCM. Other containers (Matroska signals the codec delay) keep the input's codec.
 CONTAINER_AUDIO_CODECS = {".mp4": "aac", ".mov": "aac", ".m4v": "aac", ".avi": "pcm_s16le"}
+# A given --offset past this is more likely a slip (milliseconds for frames) than a real delay: the
+# command says so. `syncnet score` searches +-15 frames (0.6 s).
+WARN_OFFSET_SECONDS = 3.0
 
 
 def fix_video(video, output, *, offset: int | None = None, model=None, vshift: int = hp.VSHIFT) -> int:
@@ -80,6 +84,12 @@ def _remux_with_shifted_audio(video: Path, output: str, offset_frames: int):
         if not source.streams.audio:
             raise MediaError(f"{video}: has no audio track")
         video_in, audio_in = source.streams.video[0], source.streams.audio[0]
+        seconds = _audio_seconds(source, audio_in)
+        if seconds is not None and abs(offset_frames) / hp.VIDEO_FPS >= seconds:
+            raise UserError(
+                f"an offset of {offset_frames} frames ({offset_frames / hp.VIDEO_FPS:+.2f} s) would leave no audio: "
+                f"{video}'s is {seconds:.2f} s long (offsets are 25 fps frames)"
+            )
         video_out = target.add_stream_from_template(video_in)
         audio_out = target.add_stream(_audio_codec(video, audio_in), rate=audio_in.rate, layout=audio_in.layout.name)
         audio_out.time_base = Fraction(1, audio_in.rate)
@@ -98,6 +108,15 @@ def _remux_with_shifted_audio(video: Path, output: str, offset_frames: int):
             target.mux(audio_out.encode(None))
         except av.FFmpegError as error:
             raise MediaError(f"{video}: cannot rewrite ({error.strerror or error})") from None
+
+
+def _audio_seconds(container, stream) -> float | None:
+    """The audio's length as the header says: the stream's, else the container's; None if neither says."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
 
 
 def _audio_codec(video: Path, stream) -> str:
@@ -180,4 +199,9 @@ def configure_parser(parser):
 def run_command(args) -> int:
     offset = fix_video(args.video, args.output, offset=args.offset, model=args.model, vshift=args.vshift)
     print(f"{args.output}: audio {'delayed' if offset >= 0 else 'advanced'} by {abs(offset)} frames ({abs(offset) / hp.VIDEO_FPS:.2f} s)")
+    if abs(offset) / hp.VIDEO_FPS > WARN_OFFSET_SECONDS:
+        print(
+            f"syncnet fix: warning: {abs(offset) / hp.VIDEO_FPS:.2f} s is a long shift; --offset counts 25 fps frames, not milliseconds",
+            file=sys.stderr,
+        )
     return 0

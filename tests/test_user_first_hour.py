@@ -272,3 +272,19 @@ def test_a_missing_extra_says_what_to_install(tmp_path):
         "syncnet serve: error: syncnet serve needs FastAPI and uvicorn: pip install fastapi uvicorn python-multipart "
         "(the 'serve' extra; in a checkout: pip install -e '.[serve]')\n"
     )
+
+
+# --- fix --------------------------------------------------------------------------------------
+
+
+def test_fix_refuses_an_offset_that_leaves_no_audio_and_warns_about_a_long_one(talking_clip, tmp_path):
+    silent = syncnet("fix", talking_clip, "-o", tmp_path / "out.mp4", "--offset", 1000, cwd=tmp_path, timeout=60)
+    assert silent.returncode == 1 and silent.stdout == ""
+    assert silent.stderr.startswith("syncnet fix: error: an offset of 1000 frames (+40.00 s) would leave no audio: ")
+    assert silent.stderr.count("\n") == 1 and not (tmp_path / "out.mp4").exists()
+    assert syncnet("fix", talking_clip, "-o", tmp_path / "out.mp4", "--offset", -150, cwd=tmp_path, timeout=60).returncode == 1  # 6 s
+
+    long = syncnet("fix", talking_clip, "-o", tmp_path / "out.mp4", "--offset", 100, cwd=tmp_path, timeout=60)
+    assert long.returncode == 0 and long.stdout == f"{tmp_path / 'out.mp4'}: audio delayed by 100 frames (4.00 s)\n"
+    assert long.stderr == "syncnet fix: warning: 4.00 s is a long shift; --offset counts 25 fps frames, not milliseconds\n"
+    assert syncnet("fix", talking_clip, "-o", tmp_path / "near.mp4", "--offset", 3, cwd=tmp_path, timeout=60).stderr == ""
