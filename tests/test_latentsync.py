@@ -257,6 +257,17 @@ def test_round_trip_keeps_family_configuration_and_calibration(converted, tmp_pa
     np.testing.assert_array_equal(again.embed_audio(mel).numpy(), model.embed_audio(mel).numpy())
 
 
+def test_stored_in_float16_it_stays_within_a_thousandth(converted, tmp_path):
+    """LatentSync applies its expert in float16; stored so, the file is half the size."""
+    model = load_model(converted)
+    save_model(model, tmp_path / "half.keras", float16_weights=True)
+    half = load_model(tmp_path / "half.keras")
+    assert (tmp_path / "half.keras").stat().st_size < 0.6 * converted.stat().st_size
+    frames, mel = random_windows(seed=5, batch=2)
+    inputs = {"frames": frames, "audio": mel}
+    np.testing.assert_allclose(half(inputs)["probability"].numpy(), model(inputs)["probability"].numpy(), atol=1e-3)
+
+
 def test_sync_loss_reads_whole_faces_in_the_generators_range(converted):
     """SyncLoss through the family: (batch, 16, 256, 256, 3) faces in [-1, 1], the lower half taken."""
     import syncnet
