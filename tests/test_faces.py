@@ -255,7 +255,7 @@ def test_bad_input_is_one_clear_error(one_face):
         find_face_tracks([frames[0].astype(np.float32)])
     with pytest.raises(ValueError, match="frame 1: size 100x100 differs"):
         find_face_tracks([frames[0], frames[0][:100, :100]])
-    with pytest.raises(ValueError, match="crop kind must be 'mouth', 'face', 'lips' or 'lower_face', not 'eyes'"):
+    with pytest.raises(ValueError, match="crop kind must be 'mouth', 'face', 'lips', 'lower_face' or 'latentsync_face', not 'eyes'"):
         list(crop_tracks(frames, [], "eyes"))
 
 
