@@ -55,12 +55,17 @@ NO_SPEAKER = -1
 # face). The lips move in a frame when the inner-lip opening (dlib landmarks 61-63 to 67-65), over
 # the `smooth` frames around it, has a standard deviation of at least MIN_LIP_MOTION eye distances
 # (outer eye corners) and MIN_LIP_MOTION_PIXELS pixels: the landmarks of a still face jitter by
-# about a pixel, which is a large fraction of a small face's eye distance. Measured over whole tracks:
-# talking faces 0.033 / 1.9 px (the synthetic test face at 59 px eye distance) to 0.065 / 3.3 px and
-# 0.080 / 12.7 px (real talk); the photograph on a book in *Face-Recognition__Obama.mp4 0.018 / 0.9
-# px, a listening face in *obama_curry.mp4 0.012 / 0.6 px, the synthetic frozen face 0.004 / 0.2 px.
-MIN_LIP_MOTION = 0.02
-MIN_LIP_MOTION_PIXELS = 0.5
+# about a pixel, which is a large fraction of a small face's eye distance. Measured per frame (over
+# 25 frames) on the first 5 s of the held-out clips scaled to 256 px high and h264-coded, as in
+# bench/speakers_accuracy.py: talking faces (35-90 px eye distance) mostly 0.015-0.035 / 0.5-2.7 px at
+# their 10th percentile, medians 0.022-0.062 / 1.0-4.0 px; the same clips' first frame frozen 0.000-0.008
+# / 0.0-0.6 px (median; at most 0.012 / 1.0 px near a track's ends). Whole tracks: the photograph on a
+# book in *Face-Recognition__Obama.mp4 0.018 / 0.9 px (but 9 frames: under MIN_LIP_MOTION_FRAMES), a
+# listening face in *obama_curry.mp4 0.012 / 0.6 px. On four composites (vox_nph, LRS2 00016 and 00019,
+# GRID pwij3p) the speaking face's median share of speaking frames is 0.77 / 0.75 without this gate,
+# 0.63 / 0.58 at 0.02 / 0.5 px and 0.73 / 0.69 here (frozen / talking partner); frozen partner 0.06 -> 0.00.
+MIN_LIP_MOTION = 0.013
+MIN_LIP_MOTION_PIXELS = 0.4
 MIN_LIP_MOTION_FRAMES = hp.WINDOW_FRAMES * 2  # fewer frames of a track than this cannot show motion
 INNER_LIP_TOP, INNER_LIP_BOTTOM = (61, 62, 63), (67, 66, 65)
 OUTER_EYE_CORNERS = (36, 45)
