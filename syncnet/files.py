@@ -1,11 +1,13 @@
 """Writing outputs: checked before the work (a bad destination fails in a second, naming the user's
 path, not after an hour with the name of a temporary file), then written atomically - into a
 temporary file beside the target, renamed into place, so the target is always either the old file
-or the complete new one."""
+or the complete new one. Writes that belong together can hold Ctrl-C back until all are done."""
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 
@@ -39,3 +41,22 @@ def atomic_output(path):
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """Hold Ctrl-C (SIGINT) back until the block ends, then deliver it: for writes that belong
+    together - a checkpoint, and the state that says which epoch it is - which a KeyboardInterrupt
+    halfway would leave half-written or disagreeing. Outside the main thread, where Python handles
+    no signals, it holds nothing back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: held.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        signal.raise_signal(signal.SIGINT)  # to the handler there was: KeyboardInterrupt, as a rule

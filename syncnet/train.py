@@ -14,7 +14,9 @@ ROC-AUC and offset accuracy: the fraction of validation windows whose argmin ove
 within +-1 frame of the truth, for single windows and for 15-window averages.
 
 RUN_DIR holds `last.keras` and `best.keras` (written atomically every epoch), `backup/` (optimizer
-state and epoch, for `--resume`), `log.csv`, `tensorboard/` and `config.json`.
+state and epoch, for `--resume`), `log.csv`, `tensorboard/` and `config.json`. A RUN_DIR that holds a
+run is refused unless it is resumed (`--resume`) or replaced (`--overwrite`). Ctrl-C keeps what the
+last finished epoch wrote: `--resume` goes on from there.
 
 Scale-out uses TensorFlow's own engine: MirroredStrategy over the visible GPUs, or
 MultiWorkerMirroredStrategy across machines when TF_CONFIG is set.
@@ -23,6 +25,7 @@ MultiWorkerMirroredStrategy across machines when TF_CONFIG is set.
 import json
 import math
 import os
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 
@@ -33,12 +36,15 @@ from . import data
 from . import hyperparameters as hp
 from .errors import UserError
 from .evaluation import offset_accuracy
+from .files import uninterrupted
 from .loading import load_model, save_model
 from .models import PRESETS, BalancedBinaryCrossentropy, ContrastiveLoss, MultiwayLoss, SyncNet, build_model
 from .models.lip_encoder import VVADLRS3_INSTALL, vvadlrs3_weights_path
 
 FREEZE_CHOICES = ("none", "convs", "visual", "audio")
 LOSSES = ("bce", "contrastive", "multiway")
+# What a run writes into its folder: there, a new run would silently replace another's checkpoints.
+RUN_FILES = ("last.keras", "best.keras", "state.json", "log.csv", "config.json", "backup", "tensorboard")
 
 
 @dataclass
@@ -65,6 +71,7 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: bool = False
     resume: bool = False
+    overwrite: bool = False  # replace the run already in out_dir (without it, such a run is refused)
     vshift: int = hp.VSHIFT
 
 
@@ -205,6 +212,16 @@ class EpochEnd(keras.callbacks.Callback):
         print(f"epoch {epoch + 1}/{self.config.epochs} {line}", file=sys.stderr, flush=True)
 
 
+class _Callbacks(keras.callbacks.CallbackList):
+    """The run's callbacks, each epoch's end - last/best checkpoints, state.json, Keras' backup, the
+    CSV log - with Ctrl-C held back until all of it is written: interrupted halfway, Keras' backup
+    was a weights file `--resume` could not load, and the files disagreed about the epoch."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        with uninterrupted():
+            super().on_epoch_end(epoch, logs)
+
+
 # --- Entry point ---------------------------------------------------------------------------------
 
 
@@ -220,6 +237,11 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
         )
     if config.init_from is None and not data.holds_pixels(config.preset):
         vvadlrs3_weights_path()  # a new lips model needs vvadlrs3's encoder: say so before writing anything
+    if config.resume and config.overwrite:
+        raise UserError("--resume continues the run in --out, --overwrite replaces it: choose one")
+    previous = [name for name in RUN_FILES if os.path.exists(os.path.join(config.out_dir, name))]
+    if previous and not (config.resume or config.overwrite):
+        raise UserError(f"{config.out_dir} holds a run ({', '.join(previous)}): --resume it, --overwrite it, or name another --out")
     os.makedirs(config.out_dir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
@@ -228,6 +250,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
     if not shards:
         raise UserError(f"no training shards in {config.data_dir} (run `syncnet preprocess` first)")
     train_shards, val_shards = data.split_by_speaker(config.data_dir, config.val_fraction, config.seed, config.val_speakers)
+    if previous and config.overwrite:
+        _remove_run(config.out_dir)  # only now that the data is there: a typo in DATA_DIR keeps the old run
     with open(os.path.join(config.out_dir, "config.json"), "w") as f:
         json.dump({**asdict(config), "train_shards": len(train_shards), "val_shards": len(val_shards)}, f, indent=1)
 
@@ -256,12 +280,21 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
 
     chief = _is_chief()
     epoch_end = EpochEnd(config, val_segments, chief)
-    callbacks = [
-        epoch_end,
-        keras.callbacks.BackupAndRestore(os.path.join(config.out_dir, "backup"), delete_checkpoint=False),
-        keras.callbacks.CSVLogger(os.path.join(config.out_dir, "log.csv"), append=config.resume),
-        keras.callbacks.TensorBoard(os.path.join(config.out_dir, "tensorboard"), write_graph=False),
-    ]
+    verbose = 1 if sys.stderr.isatty() else 0
+    callbacks = _Callbacks(
+        [
+            epoch_end,
+            keras.callbacks.BackupAndRestore(os.path.join(config.out_dir, "backup"), delete_checkpoint=False),
+            keras.callbacks.CSVLogger(os.path.join(config.out_dir, "log.csv"), append=config.resume),
+            keras.callbacks.TensorBoard(os.path.join(config.out_dir, "tensorboard"), write_graph=False),
+        ],
+        add_history=True,
+        add_progbar=verbose != 0,
+        model=model,
+        verbose=verbose,
+        epochs=config.epochs,
+        steps=config.steps_per_epoch,
+    )
     if not config.resume:
         _clear_backup(config.out_dir)
     history = model.fit(
@@ -270,7 +303,9 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
         steps_per_epoch=config.steps_per_epoch,
         validation_data=val_ds,
         callbacks=callbacks,
-        verbose=1 if sys.stderr.isatty() else 0,
+        verbose=verbose,
+        shuffle=False,  # make_dataset shuffles; Keras would warn that it cannot shuffle a tf.data.Dataset
+        validation_steps=config.val_steps if val_ds is not None else None,  # exactly what take() left: no "ran out of data"
     )
     if epoch_end.diverged:
         raise TrainingDiverged(
@@ -287,9 +322,17 @@ def _is_chief() -> bool:
 
 
 def _clear_backup(out_dir):
-    import shutil
-
     shutil.rmtree(os.path.join(out_dir, "backup"), ignore_errors=True)
+
+
+def _remove_run(out_dir):
+    """Delete what a run wrote (RUN_FILES), nothing else of the folder."""
+    for name in RUN_FILES:
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
 
 
 def configure_parser(parser):
@@ -346,6 +389,7 @@ def configure_parser(parser):
     parser.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU)")
     parser.add_argument("--xla", action="store_true", dest="jit_compile", help="XLA-compile the train step")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its checkpoints and logs)")
 
 
 def run_command(args) -> int:
