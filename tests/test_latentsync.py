@@ -278,6 +278,14 @@ def test_sync_loss_reads_whole_faces_in_the_generators_range(converted):
     loss = syncnet.SyncLoss(model)
     expected = model({"frames": frames, "audio": mel})["probability"].numpy()
     np.testing.assert_allclose(np.asarray(loss.probability(faces, mel)), expected, atol=1e-5)
+    import tensorflow as tf
+
+    faces = tf.Variable(faces)
+    with tf.GradientTape() as tape:
+        value = loss(faces, mel)
+    gradient = tape.gradient(value, faces).numpy()
+    assert np.isfinite(float(value)) and np.all(np.isfinite(gradient))
+    assert not gradient[:, :, :128].any() and np.abs(gradient[:, :, 128:]).max() > 0  # only the lower half counts
 
 
 @pytest.mark.parametrize("version", ["1.5", "1.0"])
@@ -470,3 +478,21 @@ def test_family_mel_is_librosa_0_10s():
     windows = LATENTSYNC.audio_windows(wav, [0.0, 0.64])
     assert windows.shape == (2, 80, 52)
     np.testing.assert_array_equal(windows[1], ours[:, 51:103])  # frame 16 starts at int(80 * 16 / 25) = 51
+
+
+def test_score_command_runs_through_the_family(tmp_path, capsys):
+    """`syncnet score --model` with a LatentSync-family expert: aligned faces, 16-frame windows, its
+    mel windows, 1 - cosine, the family named in the result."""
+    import json
+
+    from synthetic import write_clip
+
+    clip = tmp_path / "talking.mp4"
+    write_clip(clip, seconds=1.2, size=(160, 160))
+    save_model(LatentSyncNet(config=TINY, name="small_latentsync"), tmp_path / "small_latentsync.keras")
+    assert main(["score", "--json", "--vshift", "3", "--model", str(tmp_path / "small_latentsync.keras"), str(clip)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "ok", result["error"]
+    assert result["family"] == "latentsync" and result["tracks"][0]["vshift"] == 3
+    assert 0.0 <= result["min_dist"] <= 1.0
+    assert len(result["tracks"][0]["mean_distance"]) == 7
