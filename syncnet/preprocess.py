@@ -24,6 +24,7 @@ Speakers (for the speaker-disjoint split in syncnet.data): a `--manifest` TSV's 
 video is in (VidTIMIT: the folder above `video/`); a video directly in INPUT_DIR is its own speaker.
 """
 
+import argparse
 import concurrent.futures
 import csv
 import functools
@@ -519,7 +520,12 @@ def configure_parser(parser):
         type=shlex.split,
         help='pipeline options for --runner beam, in one string after "=": --beam-args="--runner=DataflowRunner --project=P --region=R"',
     )
-    parser.add_argument("--no-progress", action="store_false", dest="progress")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the progress bar on stderr (default: when stderr is a terminal, so redirected logs stay clean)",
+    )
 
 
 def run_command(args) -> int:
@@ -541,7 +547,7 @@ def run_command(args) -> int:
         sync_filter=sync_filter,
         runner=args.runner,
         beam_args=args.beam_args,
-        progress=args.progress,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress,
     )
     print(summary_text(summary, args.output_dir, time.monotonic() - began))
     return 0 if not summary["errors"] else 1

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -288,3 +289,131 @@ def test_fix_refuses_an_offset_that_leaves_no_audio_and_warns_about_a_long_one(t
     assert long.returncode == 0 and long.stdout == f"{tmp_path / 'out.mp4'}: audio delayed by 100 frames (4.00 s)\n"
     assert long.stderr == "syncnet fix: warning: 4.00 s is a long shift; --offset counts 25 fps frames, not milliseconds\n"
     assert syncnet("fix", talking_clip, "-o", tmp_path / "near.mp4", "--offset", 3, cwd=tmp_path, timeout=60).stderr == ""
+
+
+# --- train ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    from test_train import write_learnable_shards
+
+    return write_learnable_shards(tmp_path_factory.mktemp("shards"))
+
+
+def tiny_run(shards, out, **overrides):
+    from syncnet.train import TrainConfig
+
+    settings = dict(preset="tiny", epochs=1, steps_per_epoch=3, batch_size=8, val_steps=2, val_speakers=["E"], vshift=4)
+    return TrainConfig(str(shards), str(out), **{**settings, **overrides})
+
+
+@pytest.mark.slow
+def test_train_refuses_a_folder_that_holds_a_run_unless_resumed_or_overwritten_and_keras_has_nothing_to_warn(shards, tmp_path):
+    import warnings
+
+    from syncnet.errors import UserError
+    from syncnet.train import train
+
+    out = tmp_path / "mine"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(tiny_run(shards, out))
+    assert [
+        str(warning.message)[:60] for warning in caught if issubclass(warning.category, UserWarning)
+    ] == []  # shuffle=True, ran out of data
+    first = (out / "last.keras").read_bytes()
+    with pytest.raises(UserError, match=r"holds a run \(last.keras, best.keras, state.json, log.csv, config.json, backup, tensorboard\)"):
+        train(tiny_run(shards, out, seed=2))
+    assert (out / "last.keras").read_bytes() == first
+    with pytest.raises(UserError, match="choose one"):
+        train(tiny_run(shards, out, resume=True, overwrite=True))
+    train(tiny_run(shards, out, seed=2, overwrite=True))
+    assert (out / "last.keras").read_bytes() != first
+    assert len((out / "log.csv").read_text().splitlines()) == 2  # header + the new run's epoch, not the old one's
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_keeps_the_last_checkpoint_and_resume_goes_on(shards, tmp_path):
+    from syncnet.loading import load_model
+
+    out = tmp_path / "run"
+    args = ["train", shards, "--out", out, "--preset", "tiny", "--steps-per-epoch", "3", "--batch-size", "8"]
+    args += ["--val-steps", "1", "--val-speakers", "E"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "syncnet", *map(str, args), "--epochs", "1000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=environment(),
+    )
+    printed = ""
+    for line in process.stderr:  # "epoch N/1000 ..." as each epoch ends
+        printed += line
+        if line.startswith("epoch 2/"):
+            break
+    process.send_signal(signal.SIGINT)
+    out_text, err = process.communicate(timeout=120)
+    err = printed + err
+    assert process.returncode == 130, err[-2000:]
+    assert err.endswith("syncnet: interrupted\n") and "Traceback" not in err and "terminate called" not in err, err[-2000:]
+    done = json.loads((out / "state.json").read_text())["epochs_done"]
+    assert done >= 2 and load_model(out / "last.keras").weights
+    assert not [path.name for path in out.iterdir() if path.name.startswith(".")]  # no half-written file
+
+    resumed = syncnet(*args, "--epochs", done + 1, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((out / "state.json").read_text())["epochs_done"] == done + 1
+
+
+def test_writes_that_belong_together_finish_before_ctrl_c_takes_effect(tmp_path):
+    script = (
+        "import os, signal, time\n"
+        "from syncnet.files import uninterrupted\n"
+        "try:\n"
+        "    with uninterrupted():\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(0.1)\n"
+        "        print('written', flush=True)\n"
+        "    print('not reached')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=environment(), timeout=60)
+    assert run.stdout == "written\ninterrupted\n", run.stderr
+
+
+# --- preprocess -------------------------------------------------------------------------------
+
+
+def test_ctrl_c_during_preprocess_keeps_the_finished_videos_and_the_rerun_does_the_rest(talking_clip, tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for number in range(5):
+        (videos / f"clip_{number}.mp4").write_bytes(talking_clip.read_bytes())
+    out = tmp_path / "shards"
+    manifest = out / "manifest.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "syncnet", "preprocess", str(videos), str(out), "--workers", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,  # a redirected log: no progress bar in it
+        text=True,
+        cwd=tmp_path,
+        env=environment(),
+    )
+    deadline = time.monotonic() + 180
+    while not (manifest.is_file() and manifest.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out_text, err = process.communicate(timeout=120)
+
+    assert process.returncode == 130 and err == "syncnet: interrupted\n", err[-2000:]  # no traceback, no progress bar
+    finished = [json.loads(line) for line in manifest.read_text().splitlines()]  # whole lines only
+    assert 1 <= len(finished) < 5 and all(entry["status"] == "ok" for entry in finished)
+    assert sorted(path.name for path in out.iterdir() if path.name.startswith(".")) == []  # no half-written shard
+
+    rerun = syncnet("preprocess", videos, out, "--workers", "1", cwd=tmp_path)
+    assert rerun.returncode == 0 and rerun.stderr == "", rerun.stderr[-2000:]
+    assert rerun.stdout.startswith(f"{5 - len(finished)} videos processed in ")
+    assert len(manifest.read_text().splitlines()) == 5
