@@ -21,6 +21,10 @@ from .embedding import progress_bar
 from .errors import UserError, one_line
 from .files import check_writable
 
+# Fewer real clips than this and calibrate says its figures rest on a tiny sample: on 2-4 clips
+# ROC-AUC is 1.000 or 0.500 by the luck of a handful of pairs.
+MIN_REAL_CLIPS = 20
+
 
 @dataclass
 class PairScores:
@@ -172,6 +176,8 @@ def run_command(args) -> int:
         print(f"skipped {line}", file=sys.stderr)
     save_calibration(calibration, output)
     print(summary_text(calibration, output))
+    if warning := small_sample_warning(calibration):
+        print(f"syncnet calibrate: warning: {warning}", file=sys.stderr)
     if into is not None:
         from .loading import resolve_model, save_model
 
@@ -180,6 +186,16 @@ def run_command(args) -> int:
         save_model(model, into)
         print(f"{into}: the model with this calibration inside (syncnet.load_model reads it)")
     return 0
+
+
+def small_sample_warning(calibration: Calibration) -> str | None:
+    """What to say when the clips are too few for the figures to mean much (None when they are not)."""
+    if calibration.num_real >= MIN_REAL_CLIPS:
+        return None
+    return (
+        f"{calibration.num_real} real clips is a tiny sample: ROC-AUC {calibration.auc:.3f} and the threshold from so few "
+        f"pairs can be far off (calibrate on {MIN_REAL_CLIPS} or more)"
+    )
 
 
 def summary_text(calibration: Calibration, output) -> str:

@@ -417,3 +417,15 @@ def test_ctrl_c_during_preprocess_keeps_the_finished_videos_and_the_rerun_does_t
     assert rerun.returncode == 0 and rerun.stderr == "", rerun.stderr[-2000:]
     assert rerun.stdout.startswith(f"{5 - len(finished)} videos processed in ")
     assert len(manifest.read_text().splitlines()) == 5
+
+
+# --- calibrate --------------------------------------------------------------------------------
+
+
+def test_calibrate_says_when_its_sample_is_tiny():
+    from types import SimpleNamespace
+
+    from syncnet.calibrating import MIN_REAL_CLIPS, small_sample_warning
+
+    assert small_sample_warning(SimpleNamespace(num_real=3, auc=1.0)).startswith("3 real clips is a tiny sample: ROC-AUC 1.000 ")
+    assert small_sample_warning(SimpleNamespace(num_real=MIN_REAL_CLIPS, auc=0.9)) is None
