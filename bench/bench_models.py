@@ -48,12 +48,12 @@ def model_steps(model, batch):
 
     @tf.function
     def forward():
-        return model({"frames": frames, "mfcc": mfcc}, training=False)["distance"]
+        return model({"frames": frames, "audio": mfcc}, training=False)["distance"]
 
     @tf.function
     def train_step():
         with tf.GradientTape() as tape:
-            loss = bce(labels, model({"frames": frames, "mfcc": mfcc}, training=True)["probability"])
+            loss = bce(labels, model({"frames": frames, "audio": mfcc}, training=True)["probability"])
         optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
         return loss
 

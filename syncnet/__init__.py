@@ -20,7 +20,8 @@ __version__ = "0.2.0"  # the one place: pyproject.toml reads it
 # import, and `syncnet --help` needs none of it.
 _EXPORTS = {
     "SyncNet": "syncnet.models.siamese",
-    "build_model": "syncnet.models.siamese",
+    "build_model": "syncnet.models",
+    "available_models": "syncnet.loading",
     "load_model": "syncnet.loading",
     "save_model": "syncnet.loading",
     "SyncLoss": "syncnet.sync_loss",

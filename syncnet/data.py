@@ -1,11 +1,13 @@
 """Training data: the shard format `syncnet preprocess` writes, and the tf.data pipelines that read it.
 
 A shard is a GZIP TFRecord file of tf.train.Example, one example per face-track segment (one video's
-segments per shard): its crops as raw uint8 bytes (n, H, W, C), the MFCC columns that go with them
-as float32 bytes (13, 4 n + 16) - column 4 v is where frame v's 20-column window starts, so every
-frame of the segment has a full window - and string ids (clip, speaker, preset).
+segments per shard): its crops as raw uint8 bytes (n, H, W, C), the audio features that go with them
+as float32 bytes (features, steps) - the preset's family's front-end (MFCC 13 x 4 n + 16 for the
+MFCC families: column 4 v is where frame v's 20-column window starts; Wav2Lip's 80-bin mel for
+`wav2lip`), every frame of the segment with a full window (`segment_audio_steps`) - and string ids
+(clip, speaker, preset). The record keeps the key names of its first version ("mfcc") for any family.
 
-`make_pair_dataset` cuts segments into 5-frame windows and pairs each with audio: half in sync
+`make_pair_dataset` cuts segments into windows (the family's frames: 5) and pairs each with audio: half in sync
 (label 1), half not (label 0): the audio of a window from another clip, or for a fraction of the
 negatives the same segment's audio shifted by at least `min_shift` frames (the hard ones).
 `make_offset_dataset` gives groups of windows of one segment a few frames apart instead, for the
@@ -26,19 +28,13 @@ import tensorflow as tf
 
 from . import hyperparameters as hp
 from .errors import UserError
-from .models.siamese import PRESETS
+from .models import PRESETS
 from .models.towers import LIP_FEATURE_SHAPE
 
 SHARD_GLOB = "shard-*.tfrecord.gz"
 COMPRESSION = "GZIP"  # real crops shrink 1.6x (mouths) and 1.45x (faces); reading it costs little CPU
 MANIFEST = "manifest.jsonl"
 
-CROP_SHAPES = {  # per visual input of a preset: what a shard holds per frame, (H, W, C)
-    "mouth": (hp.MOUTH_CROP_SIZE, hp.MOUTH_CROP_SIZE, 1),
-    "face": (hp.FACE_CROP_SIZE, hp.FACE_CROP_SIZE, 3),
-    "lips": LIP_FEATURE_SHAPE,  # the frame encoder's features as uint8 codes, not pixels
-}
-MFCC_TAIL = hp.WINDOW_MFCC_STEPS - hp.MFCC_STEPS_PER_FRAME  # 16 columns past the last frame's start
 
 # Pairing and shuffling
 PAIR_POOL = 64  # windows pooled to draw the other-clip negatives from
@@ -50,38 +46,57 @@ INTERLEAVE_SHARDS = 8  # shards read at once, so neighbouring segments come from
 BRIGHTNESS_DELTA = 25.0  # pixel levels (of 255)
 CONTRAST_RANGE = (0.8, 1.2)
 CROP_SCALE_RANGE = (0.9, 1.0)  # side of the re-cropped box, as a fraction of the crop; shifted within it
-# MFCC is precomputed, so audio augmentation happens in the cepstral domain: a gain of g dB adds
-# g / 10 * ln(10) to c0 (the log frame energy) and changes no other coefficient (a constant offset
-# of the log mel energies only moves the DCT's 0th term, which c0 replaces); noise is gaussian
-# jitter on every coefficient, small against their spread in speech (std 3 to 18).
+# Audio features are precomputed, so a gain is applied where it lands in them. MFCC: a gain of g dB
+# adds g / 10 * ln(10) to c0 (the log frame energy) and changes no other coefficient (a constant
+# offset of the log mel energies only moves the DCT's 0th term, which c0 replaces). Wav2Lip's mel:
+# every bin moves by g dB scaled to its [-4, 4] range (8 / 100 per dB), clipped there. Noise is
+# gaussian jitter on every value, small against their spread in speech (MFCC std 3 to 18).
 AUDIO_GAIN_DB = 6.0
 MFCC_JITTER_STD = 0.5
+MEL_JITTER_STD = 0.05
 
 OFFSET_GROUP = 8  # windows of one segment compared all with all in make_offset_dataset
 
 
 @dataclass
 class Segment:
-    """One face track's frames start..start + n: crops and the MFCC columns 4 start .. 4 (start + n) + 16."""
+    """One face track's frames start..start + n: crops and the audio features under them: steps
+    family.audio_window_start(start) .. family.audio_window_start(start + n - 1) + the window's steps
+    (MFCC: columns 4 start .. 4 (start + n) + 16)."""
 
     clip: str
     speaker: str
     track: int
     start: int  # first frame, in the clip's 25 fps frames
     crops: np.ndarray  # (n, H, W, C) uint8
-    mfcc: np.ndarray  # (13, 4 n + 16) float32
+    audio: np.ndarray  # (features, segment_audio_steps(family, start, n)) float32
 
     @property
     def num_frames(self) -> int:
         return len(self.crops)
 
 
+def family_of(preset: str):
+    """The expert family (models.family.ExpertFamily) of a preset."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[preset]
+
+
+def segment_audio_steps(family, start: int, num_frames: int) -> int:
+    """How many audio steps a segment of `num_frames` frames from frame `start` holds: from its
+    first frame's window to the end of its last frame's."""
+    return family.audio_window_start(start + num_frames - 1) - family.audio_window_start(start) + family.audio_window_steps
+
+
 def encode_segment(segment: Segment, preset: str) -> bytes:
     """A serialized tf.train.Example of a segment."""
+    family = family_of(preset)
     crops = np.ascontiguousarray(segment.crops, np.uint8)
-    mfcc = np.ascontiguousarray(segment.mfcc, np.float32)
-    if mfcc.shape != (hp.MFCC_NUM_CEPSTRA, hp.MFCC_STEPS_PER_FRAME * len(crops) + MFCC_TAIL):
-        raise UserError(f"segment of {len(crops)} frames needs MFCC (13, {4 * len(crops) + MFCC_TAIL}), got {mfcc.shape}")
+    mfcc = np.ascontiguousarray(segment.audio, np.float32)
+    expected = (family.front_end.features, segment_audio_steps(family, segment.start, len(crops)))
+    if mfcc.shape != expected:
+        raise UserError(f"segment of {len(crops)} frames from frame {segment.start} needs audio features {expected}, got {mfcc.shape}")
 
     def ints(values):
         return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
@@ -119,16 +134,15 @@ _FEATURES = {
 
 def crop_shape(preset: str) -> tuple:
     """(H, W, C) of what a preset's shards hold per frame: the crops its model takes, or for `lips`
-    its frame encoder's features."""
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return CROP_SHAPES[PRESETS[preset]["visual_input"]]
+    its frame encoder's features (uint8 codes, not pixels)."""
+    family = family_of(preset)
+    return LIP_FEATURE_SHAPE if family.crop == "lips" else family.frame_shape[1:]
 
 
 def holds_pixels(preset: str) -> bool:
     """Whether a preset's shards hold pixels (to augment, keyed "frames" in batches) or frame-encoder
     features (keyed "features", see SyncNet)."""
-    return crop_shape(preset) != CROP_SHAPES["lips"]
+    return family_of(preset).crop != "lips"
 
 
 def visual_key(preset: str) -> str:
@@ -143,13 +157,13 @@ def list_shards(data_dir) -> list[str]:
     return sorted(str(path) for path in Path(data_dir).glob(SHARD_GLOB))
 
 
-def _parse(record, height, width, channels):
+def _parse(record, height, width, channels, features):
     example = tf.io.parse_single_example(record, _FEATURES)
     crops = tf.reshape(tf.io.decode_raw(example["crops"], tf.uint8), [-1, height, width, channels])
-    mfcc = tf.reshape(tf.io.decode_raw(example["mfcc"], tf.float32), [hp.MFCC_NUM_CEPSTRA, -1])
+    audio = tf.reshape(tf.io.decode_raw(example["mfcc"], tf.float32), [features, -1])
     return {
         "crops": crops,
-        "mfcc": mfcc,
+        "audio": audio,
         "clip": example["clip"],
         "speaker": example["speaker"],
         "track": example["track"],
@@ -177,18 +191,19 @@ def _check_shards(shards, preset) -> tuple:
 
 
 def read_segments(shards, preset: str = "paper") -> tf.data.Dataset:
-    """One element per segment, in shard order: {"crops": (n, H, W, C) uint8, "mfcc": (13, 4 n + 16)
-    float32, "clip", "speaker" (strings), "track", "start" (int64)}."""
+    """One element per segment, in shard order: {"crops": (n, H, W, C) uint8, "audio": (features,
+    steps) float32, "clip", "speaker" (strings), "track", "start" (int64)}."""
     shape = _check_shards(shards, preset)
+    features = family_of(preset).front_end.features
     records = tf.data.TFRecordDataset([os.fspath(s) for s in shards], compression_type=COMPRESSION)
-    return records.map(lambda record: _parse(record, *shape), num_parallel_calls=tf.data.AUTOTUNE)
+    return records.map(lambda record: _parse(record, *shape, features), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def eval_segments(shards, preset: str = "paper"):
-    """Whole segments as numpy (crops (n, H, W, C) uint8, mfcc (13, 4 n + 16) float32), for
-    offset-accuracy evaluation."""
+    """Whole segments as numpy (crops (n, H, W, C) uint8, audio (features, steps) float32, first
+    frame), for offset-accuracy evaluation."""
     for segment in read_segments(shards, preset).as_numpy_iterator():
-        yield segment["crops"], segment["mfcc"]
+        yield segment["crops"], segment["audio"], int(segment["start"])
 
 
 def split_by_speaker(data_dir, val_fraction: float = 0.2, seed: int = hp.SEED, val_speakers=None) -> tuple[list[str], list[str]]:
@@ -293,7 +308,8 @@ def make_pair_dataset(
     augment: bool = True,
     repeat: bool = True,
 ) -> tf.data.Dataset:
-    """Batches of ({"frames": (b, 5, H, W, C) float32 0..255, "mfcc": (b, 13, 20) float32}, label (b,) float32)
+    """Batches of ({"frames": (b, T, H, W, C) float32 0..255, "audio": (b, *audio_shape) float32}, label
+    (b,) float32) - T and audio_shape the preset's family's: (5, ...) and (13, 20) for MFCC families -
     ("features" in place of "frames" for a preset whose shards hold features, see `visual_key`).
 
     Each pass over the data cuts every segment into back-to-back 5-frame windows from a random first
@@ -306,7 +322,8 @@ def make_pair_dataset(
         raise UserError(f"hard_negative_fraction must be in [0, 1], got {hard_negative_fraction}")
     if min_shift < 1:
         raise UserError(f"min_shift must be >= 1 frame, got {min_shift}")
-    windows = _shuffled_windows(shards, preset, seed, repeat, lambda segment, index: _cut_windows(segment, seed, index, min_shift))
+    family = family_of(preset)
+    windows = _shuffled_windows(shards, preset, seed, repeat, lambda segment, index: _cut_windows(segment, seed, index, min_shift, family))
     pairs = (
         windows.batch(PAIR_POOL, drop_remainder=repeat)  # static pool shapes keep TF's cost model quiet
         .enumerate()
@@ -329,8 +346,8 @@ def make_offset_dataset(
     augment: bool = True,
     repeat: bool = True,
 ) -> tf.data.Dataset:
-    """Batches of groups for the multi-way loss: ({"frames": (b, k, 5, H, W, C) float32 0..255,
-    "mfcc": (b, k, 13, 20) float32}, labels (b, k, k) float32 = identity), k = group_size
+    """Batches of groups for the multi-way loss: ({"frames": (b, k, T, H, W, C) float32 0..255,
+    "audio": (b, k, *audio_shape) float32}, labels (b, k, k) float32 = identity), k = group_size
     ("features" in place of "frames" as in `make_pair_dataset`).
 
     A group is k windows of one segment at distinct first frames less than 2 max_shift + 1 frames
@@ -343,24 +360,26 @@ def make_offset_dataset(
         raise UserError(f"max_shift must be >= 1 frame, got {max_shift}")
     if not 2 <= group_size <= 2 * max_shift + 1:
         raise UserError(f"group_size must be in 2..{2 * max_shift + 1} (distinct windows within the offset search), got {group_size}")
+    family = family_of(preset)
     groups = _shuffled_windows(
-        shards, preset, seed, repeat, lambda segment, index: _cut_groups(segment, seed, index, group_size, max_shift), group_size
+        shards, preset, seed, repeat, lambda segment, index: _cut_groups(segment, seed, index, group_size, max_shift, family), group_size
     )
     labels = tf.eye(group_size)
 
     def finish(index, batch):
         frames = tf.cast(batch["frames"], tf.float32)
-        mfcc = batch["mfcc"]
+        audio = batch["audio"]
         if augment:  # per window, as make_pair_dataset does
             shape = tf.shape(frames)
-            flat_frames, flat_mfcc = _augment(
+            flat_frames, flat_audio = _augment(
                 tf.reshape(frames, tf.concat([[-1], shape[2:]], 0)),
-                tf.reshape(mfcc, [-1, hp.MFCC_NUM_CEPSTRA, hp.WINDOW_MFCC_STEPS]),
+                tf.reshape(audio, [-1, *family.audio_shape]),
                 _seeds(seed, index, 1)[0],
+                family,
                 holds_pixels(preset),
             )
-            frames, mfcc = tf.reshape(flat_frames, shape), tf.reshape(flat_mfcc, tf.shape(mfcc))
-        return {visual_key(preset): frames, "mfcc": mfcc}, tf.tile(labels[None], [tf.shape(frames)[0], 1, 1])
+            frames, audio = tf.reshape(flat_frames, shape), tf.reshape(flat_audio, tf.shape(audio))
+        return {visual_key(preset): frames, "audio": audio}, tf.tile(labels[None], [tf.shape(frames)[0], 1, 1])
 
     batches = groups.batch(batch_size, drop_remainder=repeat).enumerate()
     return batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -370,7 +389,8 @@ def _shuffled_windows(shards, preset, seed, repeat, cut, windows_per_element=1) 
     """The shards' segments (shards shuffled and interleaved), each cut into elements of
     `windows_per_element` windows by `cut(segment, index)`, the elements shuffled within a bounded buffer."""
     height, width, channels = _check_shards(shards, preset)
-    element_bytes = hp.WINDOW_FRAMES * height * width * channels * windows_per_element
+    family = family_of(preset)
+    element_bytes = family.window_frames * height * width * channels * windows_per_element
     files = tf.data.Dataset.from_tensor_slices([os.fspath(s) for s in shards])
     files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -380,8 +400,8 @@ def _shuffled_windows(shards, preset, seed, repeat, cut, windows_per_element=1) 
         cycle_length=min(len(shards), INTERLEAVE_SHARDS),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
-    ).map(lambda record: _parse(record, height, width, channels), num_parallel_calls=tf.data.AUTOTUNE)
-    segments = segments.filter(lambda segment: tf.shape(segment["crops"])[0] >= hp.WINDOW_FRAMES)
+    ).map(lambda record: _parse(record, height, width, channels, family.front_end.features), num_parallel_calls=tf.data.AUTOTUNE)
+    segments = segments.filter(lambda segment: tf.shape(segment["crops"])[0] >= family.window_frames)
     return (
         segments.enumerate()
         .map(lambda index, segment: cut(segment, index), num_parallel_calls=tf.data.AUTOTUNE)
@@ -396,15 +416,15 @@ def _seeds(seed, index, count):
     return tf.random.experimental.stateless_split(base, num=count)
 
 
-def _cut_windows(segment, seed, index, min_shift):
+def _cut_windows(segment, seed, index, min_shift, family):
     """A segment's back-to-back windows from a random first frame, each with its own audio and a
     hard-negative audio window at least `min_shift` frames away (where the segment is long enough)."""
-    crops, mfcc = segment["crops"], segment["mfcc"]
+    crops = segment["crops"]
     num_frames = tf.shape(crops)[0]
     phase_seed, shift_seed = tf.unstack(_seeds(seed, index, 2))
-    starts = _window_starts(num_frames, phase_seed)
+    starts = _window_starts(num_frames, phase_seed, family.window_frames)
 
-    # Hard negative: a frame u in 0..n-1 (every frame has its 20 MFCC columns) with |u - v| >= min_shift,
+    # Hard negative: a frame u in 0..n-1 (every frame has its full audio window) with |u - v| >= min_shift,
     # uniformly among those before v (`before` of them) and after it.
     before = tf.maximum(starts - min_shift + 1, 0)
     after = tf.maximum(num_frames - starts - min_shift, 0)
@@ -414,35 +434,40 @@ def _cut_windows(segment, seed, index, min_shift):
 
     count = tf.shape(starts)[0]
     return {
-        "frames": tf.gather(crops, starts[:, None] + tf.range(hp.WINDOW_FRAMES)),
-        "mfcc": _audio_windows(mfcc, starts),
-        "hard_mfcc": _audio_windows(mfcc, tf.minimum(shifted, num_frames - 1)),
+        "frames": tf.gather(crops, starts[:, None] + tf.range(family.window_frames)),
+        "audio": _audio_windows(segment, starts, family),
+        "hard_audio": _audio_windows(segment, tf.minimum(shifted, num_frames - 1), family),
         "has_hard": before + after > 0,
         "clip": tf.fill([count], segment["clip"]),
     }
 
 
-def _window_starts(num_frames, seed):
-    """First frames of back-to-back 5-frame windows, from a random first frame in 0..4."""
-    last_start = num_frames - hp.WINDOW_FRAMES
-    phase = tf.random.stateless_uniform([], seed, 0, tf.minimum(hp.WINDOW_FRAMES, last_start + 1), tf.int32)
-    return tf.range(phase, last_start + 1, hp.WINDOW_FRAMES)
+def _window_starts(num_frames, seed, window_frames):
+    """First frames of back-to-back windows, from a random first frame in 0..window_frames - 1."""
+    last_start = num_frames - window_frames
+    phase = tf.random.stateless_uniform([], seed, 0, tf.minimum(window_frames, last_start + 1), tf.int32)
+    return tf.range(phase, last_start + 1, window_frames)
 
 
-def _audio_windows(mfcc, frames):
-    """The 20-column MFCC windows of frames (any shape) -> (*frames.shape, 13, 20)."""
-    columns = hp.MFCC_STEPS_PER_FRAME * frames[..., None] + tf.range(hp.WINDOW_MFCC_STEPS)
-    windows = tf.gather(mfcc, columns, axis=1)  # (13, *frames.shape, 20)
+def _audio_windows(segment, frames, family):
+    """The family's audio windows under a segment's frames (any shape of indices into the segment)
+    -> (*frames.shape, features, steps). The window rule is the family's, int(rate * v / 25) of the
+    clip's frame v, in integers: (rate * v) // 25."""
+    rate = family.front_end.rate
+    start = tf.cast(segment["start"], tf.int32)
+    first = (rate * (start + tf.cast(frames, tf.int32))) // hp.VIDEO_FPS - (rate * start) // hp.VIDEO_FPS
+    columns = first[..., None] + tf.range(family.audio_window_steps)
+    windows = tf.gather(segment["audio"], columns, axis=1)  # (features, *frames.shape, steps)
     rank = tf.rank(columns)
     return tf.transpose(windows, tf.concat([tf.range(1, rank), [0, rank]], axis=0))
 
 
-def _cut_groups(segment, seed, index, group_size, max_shift):
+def _cut_groups(segment, seed, index, group_size, max_shift, family):
     """A segment's groups of `group_size` windows: back-to-back spans of 2 max_shift + 1 first frames
     (fewer in a short segment) from a random first span, `group_size` distinct first frames drawn
     from each span."""
-    crops, mfcc = segment["crops"], segment["mfcc"]
-    positions = tf.shape(crops)[0] - hp.WINDOW_FRAMES + 1  # first frames 0..positions - 1
+    crops = segment["crops"]
+    positions = tf.shape(crops)[0] - family.window_frames + 1  # first frames 0..positions - 1
     span = tf.minimum(positions, 2 * max_shift + 1)
     phase_seed, pick_seed = tf.unstack(_seeds(seed, index, 2))
     phase = tf.random.stateless_uniform([], phase_seed, 0, positions - span + 1, tf.int32)  # span <= positions
@@ -455,8 +480,8 @@ def _cut_groups(segment, seed, index, group_size, max_shift):
     offsets = tf.argsort(draw, axis=1)[:, :group_size]
     starts = span_starts[:, None] + offsets  # (groups, group_size)
     return {
-        "frames": tf.gather(crops, starts[..., None] + tf.range(hp.WINDOW_FRAMES)),  # (groups, k, 5, H, W, C)
-        "mfcc": _audio_windows(mfcc, starts),  # (groups, k, 13, 20)
+        "frames": tf.gather(crops, starts[..., None] + tf.range(family.window_frames)),  # (groups, k, T, H, W, C)
+        "audio": _audio_windows(segment, starts, family),  # (groups, k, features, steps)
     }
 
 
@@ -476,23 +501,23 @@ def _make_pairs(pool, seed, index, hard_negative_fraction, augment, preset):
     want_hard = tf.random.stateless_uniform([size], hard_seed) < hard_negative_fraction
     use_hard = pool["has_hard"] & (want_hard | ~has_partner)
 
-    mfcc = tf.where(
+    audio = tf.where(
         positive[:, None, None],
-        pool["mfcc"],
-        tf.where(use_hard[:, None, None], pool["hard_mfcc"], tf.gather(pool["mfcc"], partner)),
+        pool["audio"],
+        tf.where(use_hard[:, None, None], pool["hard_audio"], tf.gather(pool["audio"], partner)),
     )
     frames = tf.cast(pool["frames"], tf.float32)
     if augment:
-        frames, mfcc = _augment(frames, mfcc, augment_seed, holds_pixels(preset))
+        frames, audio = _augment(frames, audio, augment_seed, family_of(preset), holds_pixels(preset))
     usable = positive | use_hard | has_partner
-    inputs = {visual_key(preset): tf.boolean_mask(frames, usable), "mfcc": tf.boolean_mask(mfcc, usable)}
+    inputs = {visual_key(preset): tf.boolean_mask(frames, usable), "audio": tf.boolean_mask(audio, usable)}
     return inputs, tf.boolean_mask(tf.cast(positive, tf.float32), usable)
 
 
-def _augment(frames, mfcc, seed, pixels: bool = True):
-    """Random brightness, contrast, crop shift and scale per window (all 5 frames alike), unless
+def _augment(frames, audio, seed, family, pixels: bool = True):
+    """Random brightness, contrast, crop shift and scale per window (all its frames alike), unless
     the frames are features (`pixels` False: the lips tower's dropout stands in); gain and jitter
-    on the MFCC."""
+    on the audio features."""
     size = frames.shape[0] or tf.shape(frames)[0]  # static when it can be: TF's cost model warns otherwise
     height, width, channels = frames.shape[2], frames.shape[3], frames.shape[4]
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, num=6))
@@ -500,11 +525,15 @@ def _augment(frames, mfcc, seed, pixels: bool = True):
         frames = _augment_pixels(frames, seeds[:5], size, height, width, channels)
     gain_seed, jitter_seed = tf.unstack(tf.random.experimental.stateless_split(seeds[5], num=2))
     gain_db = tf.random.stateless_uniform([size, 1], gain_seed, -AUDIO_GAIN_DB, AUDIO_GAIN_DB)
-    c0_offset = tf.pad(gain_db / 10.0 * math.log(10.0), [[0, 0], [0, hp.MFCC_NUM_CEPSTRA - 1]])
-    # (size, 13) -> (size, [1 per candidate axis,] 13, 1): one gain per window, all its candidates alike
-    c0_offset = tf.reshape(c0_offset, tf.concat([[size], tf.ones([tf.rank(mfcc) - 3], tf.int32), [hp.MFCC_NUM_CEPSTRA, 1]], axis=0))
-    mfcc = mfcc + c0_offset + tf.random.stateless_normal(tf.shape(mfcc), jitter_seed, stddev=MFCC_JITTER_STD)
-    return frames, mfcc
+    features = family.front_end.features
+    # (size, features) -> (size, [1 per candidate axis,] features, 1): one gain per window, all its candidates alike
+    shape = tf.concat([[size], tf.ones([tf.rank(audio) - 3], tf.int32), [features, 1]], axis=0)
+    if family.audio == "mfcc":
+        offset = tf.reshape(tf.pad(gain_db / 10.0 * math.log(10.0), [[0, 0], [0, features - 1]]), shape)
+        return frames, audio + offset + tf.random.stateless_normal(tf.shape(audio), jitter_seed, stddev=MFCC_JITTER_STD)
+    offset = tf.reshape(tf.tile(gain_db * (2.0 * hp.MEL_MAX_ABS_VALUE / -hp.MEL_MIN_LEVEL_DB), [1, features]), shape)
+    audio = audio + offset + tf.random.stateless_normal(tf.shape(audio), jitter_seed, stddev=MEL_JITTER_STD)
+    return frames, tf.clip_by_value(audio, -hp.MEL_MAX_ABS_VALUE, hp.MEL_MAX_ABS_VALUE)
 
 
 def _augment_pixels(frames, seeds, size, height, width, channels):
@@ -512,10 +541,11 @@ def _augment_pixels(frames, seeds, size, height, width, channels):
     scale = tf.random.stateless_uniform([size], seeds[0], *CROP_SCALE_RANGE)
     top = tf.random.stateless_uniform([size], seeds[1]) * (1.0 - scale)
     left = tf.random.stateless_uniform([size], seeds[2]) * (1.0 - scale)
-    boxes = tf.repeat(tf.stack([top, left, top + scale, left + scale], axis=1), hp.WINDOW_FRAMES, axis=0)
+    window_frames = frames.shape[1]
+    boxes = tf.repeat(tf.stack([top, left, top + scale, left + scale], axis=1), window_frames, axis=0)
     images = tf.reshape(frames, [-1, height, width, channels])
-    images = tf.image.crop_and_resize(images, boxes, tf.range(size * hp.WINDOW_FRAMES), [height, width])
-    frames = tf.reshape(images, [size, hp.WINDOW_FRAMES, height, width, channels])
+    images = tf.image.crop_and_resize(images, boxes, tf.range(size * window_frames), [height, width])
+    frames = tf.reshape(images, [size, window_frames, height, width, channels])
 
     contrast = tf.random.stateless_uniform([size, 1, 1, 1, 1], seeds[3], *CONTRAST_RANGE)
     brightness = tf.random.stateless_uniform([size, 1, 1, 1, 1], seeds[4], -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA)

@@ -249,24 +249,28 @@ def embed_media(
     return VideoEmbeddings(media, planned.tracks, planned.plans, audio, planned.warnings)
 
 
-def segment_embeddings(model, crops: np.ndarray, mfcc: np.ndarray, batch_size: int = BATCH_WINDOWS):
-    """Embeddings of every 5-frame window of a shard segment's crops (or frame-encoder features) and
-    of its aligned 20-step MFCC window, through the compiled towers as `embed_media` sends them.
+def segment_embeddings(model, crops: np.ndarray, audio: np.ndarray, start: int = 0, batch_size: int = BATCH_WINDOWS):
+    """Embeddings of every window of a shard segment's crops (or frame-encoder features) and of the
+    audio window under it, through the compiled towers as `embed_media` sends them.
 
-    crops: (n, H, W[, C]) uint8 as shards hold them; mfcc: (13, >= 4 n + 16). Returns two (n - 4, d) arrays.
+    crops: (n, H, W[, C]) uint8 as shards hold them; audio: the segment's features (data.Segment),
+    whose first step is under frame `start` of the clip (the window rule counts from the clip's
+    start). Returns two (n - window_frames + 1, d) arrays.
     """
     towers = compiled_towers(model)
+    family = towers.family
     if crops.ndim == 3:
         crops = crops[..., None]
-    count = len(crops) - hp.WINDOW_FRAMES + 1
-    frames, audio = [], []
-    for start in range(0, count, batch_size):
-        indices = range(start, min(start + batch_size, count))
-        windows = np.stack([crops[i : i + hp.WINDOW_FRAMES] for i in indices]).astype(np.float32)
-        steps = np.stack([mfcc[:, hp.MFCC_STEPS_PER_FRAME * i : hp.MFCC_STEPS_PER_FRAME * i + hp.WINDOW_MFCC_STEPS] for i in indices])
+    count = len(crops) - family.window_frames + 1
+    first = family.audio_window_start(start)
+    frames, sounds = [], []
+    for begin in range(0, count, batch_size):
+        indices = range(begin, min(begin + batch_size, count))
+        windows = np.stack([crops[i : i + family.window_frames] for i in indices]).astype(np.float32)
+        steps = np.stack([audio_window(family, audio, family.audio_window_start(start + i) - first) for i in indices])
         frames.append(towers.embed_features(windows).numpy())
-        audio.append(towers.embed_audio(steps.astype(np.float32)).numpy())
-    return np.concatenate(frames), np.concatenate(audio)
+        sounds.append(towers.embed_audio(steps.astype(np.float32)).numpy())
+    return np.concatenate(frames), np.concatenate(sounds)
 
 
 def progress_bar(items, total, description, enabled, unit="frame"):

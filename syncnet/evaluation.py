@@ -29,18 +29,19 @@ PAIR_BATCH = 64
 
 def offset_accuracy(model: SyncNet, segments, vshift: int = hp.VSHIFT, averages=(1, 15), tolerance=1):
     """Fraction of windows whose best offset in -vshift..vshift is within `tolerance` of 0, over
-    shard segments (crops, mfcc) embedded by `model` (see `embedded_offset_accuracy`)."""
-    embedded = (segment_embeddings(model, crops, mfcc) for crops, mfcc in segments)
-    return embedded_offset_accuracy(embedded, vshift, averages, tolerance)
+    shard segments (crops, audio, first frame) embedded by `model` (see `embedded_offset_accuracy`)."""
+    embedded = (segment_embeddings(model, crops, audio, start) for crops, audio, start in segments)
+    return embedded_offset_accuracy(embedded, vshift, averages, tolerance, model.family.comparison)
 
 
-def embedded_offset_accuracy(embedded, vshift: int = hp.VSHIFT, averages=(1, 15), tolerance=1):
+def embedded_offset_accuracy(embedded, vshift: int = hp.VSHIFT, averages=(1, 15), tolerance=1, comparison: str = "l2"):
     """Fraction of windows whose best offset in -vshift..vshift is within `tolerance` of 0, from
     each segment's (visual, audio) window embeddings, two aligned (windows, d) arrays.
 
     For each average length k, distance curves of k consecutive windows are averaged before the
     argmin (the papers' "context" evaluation). Only windows whose whole search range lies inside
-    the segment count, so no padding biases the result.
+    the segment count, so no padding biases the result. `comparison`: the family's distance, "l2" or
+    "cosine" (1 - the cosine of unit embeddings).
     """
     hits = {k: 0 for k in averages}
     totals = {k: 0 for k in averages}
@@ -50,10 +51,11 @@ def embedded_offset_accuracy(embedded, vshift: int = hp.VSHIFT, averages=(1, 15)
             continue
         # curves[i, j]: distance of frame window i to audio window i + j - vshift.
         centres = np.arange(vshift, n - vshift)
-        curves = np.stack(
-            [np.linalg.norm(visual[centres] - audio[centres + s], axis=1) for s in range(-vshift, vshift + 1)],
-            axis=1,
-        )
+        if comparison == "cosine":
+            distance = lambda s: 1.0 - np.einsum("ij,ij->i", visual[centres], audio[centres + s])
+        else:
+            distance = lambda s: np.linalg.norm(visual[centres] - audio[centres + s], axis=1)
+        curves = np.stack([distance(s) for s in range(-vshift, vshift + 1)], axis=1)
         for k in averages:
             if len(curves) < k:
                 continue

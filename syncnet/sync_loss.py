@@ -186,6 +186,7 @@ _CROP_CONTRACTS = {
     "face": "syncnet_python's face crops: square, 2.8 x the face box's half-side wide, the face in the upper part",
     "lips": "the box of the 20 lip landmarks, fitted into 50 x 100",
     "lower_face": "whole square faces as Wav2Lip crops them (its face detector's box, resized to 96 x 96)",
+    "latentsync_face": "whole 256 x 256 faces aligned as LatentSync aligns them (brows and nose onto its template)",
 }
 
 

@@ -29,7 +29,7 @@ CLIPS = [
 
 def make_segment(rng, clip, speaker, track, num_frames, shape):
     crops = rng.integers(0, 256, (num_frames, *shape), dtype=np.uint8)
-    mfcc = rng.normal(0, 10, (hp.MFCC_NUM_CEPSTRA, 4 * num_frames + data.MFCC_TAIL)).astype(np.float32)
+    mfcc = rng.normal(0, 10, (hp.MFCC_NUM_CEPSTRA, 4 * num_frames + 16)).astype(np.float32)
     return Segment(clip, speaker, track, 3 * track, crops, mfcc)
 
 
@@ -75,7 +75,7 @@ def shards(tmp_path_factory):
 def batches(dataset, count):
     out = []
     for inputs, labels in dataset.take(count):
-        out.append((inputs["frames"].numpy(), inputs["mfcc"].numpy(), labels.numpy()))
+        out.append((inputs["frames"].numpy(), inputs["audio"].numpy(), labels.numpy()))
     return out
 
 
@@ -87,8 +87,8 @@ def test_segments_round_trip(shards):
     for got, want in zip(read, segments):
         assert got["crops"].dtype == np.uint8 and got["crops"].shape == want.crops.shape
         np.testing.assert_array_equal(got["crops"], want.crops)
-        np.testing.assert_array_equal(got["mfcc"], want.mfcc)
-        assert got["mfcc"].shape == (13, 4 * want.num_frames + 16)
+        np.testing.assert_array_equal(got["audio"], want.audio)
+        assert got["audio"].shape == (13, 4 * want.num_frames + 16)
         assert (got["clip"].decode(), got["speaker"].decode(), got["track"], got["start"]) == (
             want.clip,
             want.speaker,
@@ -96,7 +96,7 @@ def test_segments_round_trip(shards):
             want.start,
         )
     evaluated = list(data.eval_segments(paths, "tiny"))  # tiny takes the same mouth crops
-    assert [crops.shape for crops, _ in evaluated] == [s.crops.shape for s in segments]
+    assert [(crops.shape, start) for crops, _, start in evaluated] == [(s.crops.shape, s.start) for s in segments]
 
 
 def test_preset_mismatch_is_a_clear_error(shards):
@@ -130,19 +130,19 @@ def test_pairs_are_aligned_or_truly_not(shards):
             number, v = where[window[0].astype(np.uint8).tobytes()]
             segment = segments[number]
             np.testing.assert_array_equal(window, segment.crops[v : v + 5].astype(np.float32))  # 5 consecutive frames
-            aligned = segment.mfcc[:, 4 * v : 4 * v + 20]
+            aligned = segment.audio[:, 4 * v : 4 * v + 20]
             labels.append(label)
             if label == 1:
                 np.testing.assert_array_equal(audio, aligned)
                 continue
             assert not np.array_equal(audio, aligned)
             # a negative is this segment's audio >= min_shift frames away, or another clip's
-            shifts = [u - v for u in range(segment.num_frames) if np.array_equal(audio, segment.mfcc[:, 4 * u : 4 * u + 20])]
+            shifts = [u - v for u in range(segment.num_frames) if np.array_equal(audio, segment.audio[:, 4 * u : 4 * u + 20])]
             if shifts:
                 assert abs(shifts[0]) >= min_shift
                 hard += 1
             else:
-                owners = [s.clip for s in segments for u in range(s.num_frames) if np.array_equal(audio, s.mfcc[:, 4 * u : 4 * u + 20])]
+                owners = [s.clip for s in segments for u in range(s.num_frames) if np.array_equal(audio, s.audio[:, 4 * u : 4 * u + 20])]
                 assert owners and segment.clip not in owners
                 easy += 1
     assert abs(np.mean(labels) - 0.5) < 0.05, np.mean(labels)
@@ -155,7 +155,7 @@ def test_offset_groups_are_one_segments_windows_close_together_each_with_its_own
     gaps = set()
     dataset = data.make_offset_dataset(paths, batch_size=3, seed=3, group_size=4, max_shift=6, augment=False)
     for inputs, labels in dataset.take(20):
-        frames, mfcc, labels = inputs["frames"].numpy(), inputs["mfcc"].numpy(), labels.numpy()
+        frames, mfcc, labels = inputs["frames"].numpy(), inputs["audio"].numpy(), labels.numpy()
         assert frames.shape == (3, 4, 5, 112, 112, 1) and mfcc.shape == (3, 4, 13, 20)
         np.testing.assert_array_equal(labels, np.tile(np.eye(4), (3, 1, 1)))
         for group_frames, group_mfcc in zip(frames, mfcc):
@@ -164,7 +164,7 @@ def test_offset_groups_are_one_segments_windows_close_together_each_with_its_own
                 number, v = where[window[0].astype(np.uint8).tobytes()]
                 segment = segments[number]
                 np.testing.assert_array_equal(window, segment.crops[v : v + 5].astype(np.float32))
-                np.testing.assert_array_equal(audio, segment.mfcc[:, 4 * v : 4 * v + 20])
+                np.testing.assert_array_equal(audio, segment.audio[:, 4 * v : 4 * v + 20])
                 owners.add(number)
                 starts.append(v)
             assert len(owners) == 1 and len(set(starts)) == 4  # one segment, distinct windows
@@ -197,7 +197,7 @@ def test_hard_negative_fraction_extremes(shards):
             for window, audio in zip(frames[labels == 0], mfcc[labels == 0]):
                 number, v = where[window[0].astype(np.uint8).tobytes()]
                 segment = segments[number]
-                own = any(np.array_equal(audio, segment.mfcc[:, 4 * u : 4 * u + 20]) for u in range(segment.num_frames))
+                own = any(np.array_equal(audio, segment.audio[:, 4 * u : 4 * u + 20]) for u in range(segment.num_frames))
                 out.append((own, v >= min_shift or v + min_shift <= segment.num_frames - 1))
         return out
 
@@ -230,7 +230,7 @@ def test_augmentation_transforms_a_window_as_one(tmp_path):
     paths = data.list_shards(tmp_path)
 
     segments = [segment for segment in data.read_segments(paths).as_numpy_iterator()]
-    audio_windows = np.stack([s["mfcc"][:, 4 * u : 4 * u + 20] for s in segments for u in range(len(s["crops"]))])
+    audio_windows = np.stack([s["audio"][:, 4 * u : 4 * u + 20] for s in segments for u in range(len(s["crops"]))])
 
     stored = {
         window[0].tobytes() for frames, _, _ in batches(data.make_pair_dataset(paths, batch_size=32, augment=False), 3) for window in frames

@@ -73,8 +73,8 @@ def test_frames_and_stored_features_give_the_same_embeddings_and_the_encoder_sta
     # what `syncnet preprocess --preset lips` stores: uint8 codes of the encoder's features
     codes = np.clip(np.rint(model.encode_frames(frames.reshape(-1, 50, 100, 3)).numpy()), 0, 255)
     features = codes.reshape(2, *model.feature_shape)
-    from_frames = model({"frames": frames, "mfcc": mfcc})["distance"].numpy()
-    from_features = model({"features": features, "mfcc": mfcc})["distance"].numpy()
+    from_frames = model({"frames": frames, "audio": mfcc})["distance"].numpy()
+    from_features = model({"features": features, "audio": mfcc})["distance"].numpy()
     np.testing.assert_allclose(from_frames, from_features, rtol=0.02)  # the codes round the features
     with pytest.raises(ValueError, match=r"features must have shape \(batch, 5, 3, 6, 512\)"):
         model.embed_features(frames)
@@ -83,11 +83,11 @@ def test_frames_and_stored_features_give_the_same_embeddings_and_the_encoder_sta
 def test_a_saved_lips_model_reloads_with_its_encoder(tmp_path):
     model = random_lips_model()
     frames, mfcc = windows(model)
-    before = model({"frames": frames, "mfcc": mfcc})["distance"].numpy()
+    before = model({"frames": frames, "audio": mfcc})["distance"].numpy()
     save_model(model, tmp_path / "lips.keras", float16_weights=True)
     loaded = load_model(tmp_path / "lips.keras")
     assert loaded.preset == "lips" and loaded.frame_encoder.trainable_weights == []
-    np.testing.assert_allclose(loaded({"frames": frames, "mfcc": mfcc})["distance"].numpy(), before, rtol=0.02)
+    np.testing.assert_allclose(loaded({"frames": frames, "audio": mfcc})["distance"].numpy(), before, rtol=0.02)
 
 
 def test_vvadlrs3_weights_load_into_the_encoder_by_name():
@@ -130,7 +130,7 @@ def write_feature_shards(folder, speakers=("A", "B", "C"), frames=60, seed=0):
     with open(folder / data.MANIFEST, "w") as manifest:
         for number, speaker in enumerate(speakers):
             codes = rng.integers(0, 40, (frames, *data.crop_shape("lips")), dtype=np.uint8)
-            mfcc = rng.normal(0, 10, (hp.MFCC_NUM_CEPSTRA, 4 * frames + data.MFCC_TAIL)).astype(np.float32)
+            mfcc = rng.normal(0, 10, (hp.MFCC_NUM_CEPSTRA, 4 * frames + 16)).astype(np.float32)
             shard = f"shard-{number:05d}.tfrecord.gz"
             write_shard(folder / shard, [Segment(f"clip_{speaker}", speaker, 0, 0, codes, mfcc)], "lips")
             manifest.write(
@@ -154,7 +154,7 @@ def test_feature_shards_feed_the_model_as_features_pairs_and_groups(tmp_path):
     shards = write_feature_shards(tmp_path)
     model = random_lips_model()
     pairs, labels = next(iter(data.make_pair_dataset(shards, "lips", batch_size=4, seed=1)))
-    assert set(pairs) == {"features", "mfcc"} and pairs["features"].shape == (4, 5, 3, 6, 512)
+    assert set(pairs) == {"features", "audio"} and pairs["features"].shape == (4, 5, 3, 6, 512)
     assert model(pairs)["probability"].shape == (4,)
     groups, _ = next(iter(data.make_offset_dataset(shards, "lips", batch_size=2, group_size=4, seed=1)))
     assert groups["features"].shape == (2, 4, 5, 3, 6, 512)
@@ -162,7 +162,7 @@ def test_feature_shards_feed_the_model_as_features_pairs_and_groups(tmp_path):
     # augmentation leaves features alone (no brightness or crop on codes) and changes the MFCC
     plain, _ = next(iter(data.make_pair_dataset(shards, "lips", batch_size=4, seed=1, augment=False)))
     np.testing.assert_array_equal(plain["features"].numpy(), pairs["features"].numpy())
-    assert not np.allclose(plain["mfcc"].numpy(), pairs["mfcc"].numpy())
+    assert not np.allclose(plain["audio"].numpy(), pairs["audio"].numpy())
 
 
 def test_sync_loss_takes_lower_half_faces_in_minus_one_to_one_and_reaches_their_pixels():

@@ -23,7 +23,7 @@ def test_presets_take_their_inputs_and_give_their_embeddings(preset, frame_shape
     frames, mfcc = random_windows(model, batch=2)
     assert model.embed_frames(frames).shape == (2, embedding)
     assert model.embed_audio(mfcc).shape == (2, embedding)
-    out = model({"frames": frames, "mfcc": mfcc})
+    out = model({"frames": frames, "audio": mfcc})
     assert out["distance"].shape == out["probability"].shape == (2,)
 
 
@@ -77,12 +77,12 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
     frames, mfcc = random_windows(model)
     # Move BatchNorm statistics and the head off their initial values so the check means something.
     model.head.bias.assign(0.7)
-    model({"frames": frames, "mfcc": mfcc}, training=True)
-    before = model({"frames": frames, "mfcc": mfcc})
+    model({"frames": frames, "audio": mfcc}, training=True)
+    before = model({"frames": frames, "audio": mfcc})
     path = tmp_path / "tiny.keras"
     model.save(path)
     loaded = load_model(path)
-    after = loaded({"frames": frames, "mfcc": mfcc})
+    after = loaded({"frames": frames, "audio": mfcc})
     assert loaded.preset == "tiny" and loaded.get_config() == model.get_config()
     for key in ("distance", "probability"):
         np.testing.assert_array_equal(before[key].numpy(), after[key].numpy())
@@ -90,11 +90,11 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
 
 def test_a_mixed_float16_model_reloads_as_one(tmp_path):
     """get_config starts from Keras' own: the dtype policy (and name, trainable) survive the file."""
-    from syncnet.models import SyncNet
+    from syncnet.models import SyncNet, siamese
 
-    model = SyncNet(**PRESETS["tiny"], preset="tiny", name="half", dtype="mixed_float16")
+    model = SyncNet(**siamese.PRESETS["tiny"], preset="tiny", name="half", dtype="mixed_float16")
     frames, mfcc = random_windows(model)
-    model({"frames": frames, "mfcc": mfcc})
+    model({"frames": frames, "audio": mfcc})
     model.save(tmp_path / "half.keras")
     loaded = load_model(tmp_path / "half.keras")
     assert loaded.dtype_policy.name == "mixed_float16" and loaded.name == "half"
@@ -106,7 +106,7 @@ def test_bad_inputs_name_the_expected_shape(tmp_path):
     frames, mfcc = random_windows(model)
     with pytest.raises(ValueError, match=r"frames must have shape \(batch, 5, 112, 112, 1\)"):
         model.embed_frames(frames[:, :4])
-    with pytest.raises(ValueError, match=r"mfcc must have shape \(batch, 13, 20\)"):
+    with pytest.raises(ValueError, match=r"audio must have shape \(batch, 13, 20\)"):
         model.embed_audio(mfcc[..., :19])
     with pytest.raises(ValueError, match="unknown preset"):
         build_model("vgg")
@@ -118,8 +118,16 @@ def test_bad_inputs_name_the_expected_shape(tmp_path):
         load_model(not_a_model)
 
 
-def test_every_preset_is_listed():
-    assert set(PRESETS) == {"paper", "lips", "syncnet_v2", "tiny"}
+def test_every_preset_is_listed_with_its_family():
+    assert {name: family.name for name, family in PRESETS.items()} == {
+        "paper": "paper",
+        "lips": "lips",
+        "syncnet_v2": "syncnet_v2",
+        "tiny": "paper",
+        "wav2lip": "wav2lip",
+        "wav2lip_small": "wav2lip",
+        "wav2lip_tiny": "wav2lip",
+    }
 
 
 def test_float16_storage_halves_the_file_and_keeps_outputs_close(tmp_path):
@@ -144,11 +152,11 @@ def test_groups_compare_every_window_with_every_audio_window_and_the_multiway_lo
     rng = np.random.default_rng(0)
     frames = rng.uniform(0, 255, (2, 3, *model.frame_shape)).astype(np.float32)
     mfcc = rng.normal(0, 10, (2, 3, 13, 20)).astype(np.float32)
-    out = model({"frames": frames, "mfcc": mfcc})
+    out = model({"frames": frames, "audio": mfcc})
     assert out["distance"].shape == (2, 3, 3) and out["probability"].shape == (2, 3, 3)
     for group in range(2):  # [g, i, j] is frames i of group g paired with audio j of group g alone
         for i in range(3):
-            pair = model({"frames": np.repeat(frames[group, i][None], 3, axis=0), "mfcc": mfcc[group]})
+            pair = model({"frames": np.repeat(frames[group, i][None], 3, axis=0), "audio": mfcc[group]})
             np.testing.assert_allclose(out["distance"][group, i], pair["distance"], rtol=1e-5)
 
     labels = np.eye(4, dtype=np.float32)[[0, 0, 0]]

@@ -90,10 +90,10 @@ def test_segments_hold_the_crops_and_the_aligned_mfcc(preprocessed, clips):
     audio = load_media(clips / "spk_a" / "normal.mp4").audio
     padded = np.concatenate([audio, np.zeros(hp.AUDIO_SAMPLE_RATE, np.float32)])
     expected = mfcc(padded).numpy()[:, : 4 * FRAMES + 16]
-    np.testing.assert_allclose(normal["mfcc"], expected, atol=1e-3)
+    np.testing.assert_allclose(normal["audio"], expected, atol=1e-3)
     # the pair pipeline reads these shards
     inputs, labels = next(iter(data.make_pair_dataset(data.list_shards(out), batch_size=4)))
-    assert inputs["frames"].shape == (4, 5, 112, 112, 1) and inputs["mfcc"].shape == (4, 13, 20)
+    assert inputs["frames"].shape == (4, 5, 112, 112, 1) and inputs["audio"].shape == (4, 13, 20)
 
 
 def test_rerun_does_only_the_missing_work(preprocessed, clips, tmp_path, capsys):
@@ -135,7 +135,7 @@ def test_sync_filter_drops_segments(preprocessed, clips, tmp_path):
     segment = next(iter(_segments(preprocessed[0])))
     assert SyncFilter(str(model_path), min_confidence=-np.inf, max_offset=hp.VSHIFT).keeps(segment)
     assert not SyncFilter(str(model_path), min_confidence=np.inf, max_offset=hp.VSHIFT).keeps(segment)
-    faces = data.Segment("x", "y", 0, 0, np.zeros((10, 224, 224, 3), np.uint8), segment.mfcc[:, : 4 * 10 + 16])
+    faces = data.Segment("x", "y", 0, 0, np.zeros((10, 224, 224, 3), np.uint8), segment.audio[:, : 4 * 10 + 16])
     with pytest.raises(ValueError, match=r"reads \(112, 112, 1\) per frame, the preset's shards hold \(224, 224, 3\)"):
         SyncFilter(str(model_path), 0.0, 1).keeps(faces)
 
@@ -163,7 +163,7 @@ def _segments(folder):
             int(segment["track"]),
             int(segment["start"]),
             segment["crops"],
-            segment["mfcc"],
+            segment["audio"],
         )
 
 

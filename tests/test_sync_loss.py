@@ -16,7 +16,7 @@ def expert():
     model(
         {
             "frames": rng.uniform(0, 255, (8, *model.frame_shape)).astype(np.float32),
-            "mfcc": rng.normal(0, 10, (8, 13, 20)).astype(np.float32),
+            "audio": rng.normal(0, 10, (8, 13, 20)).astype(np.float32),
         },
         training=True,
     )
@@ -68,7 +68,7 @@ def test_the_loss_is_bce_against_in_sync(expert):
     loss_fn = SyncLoss(expert, value_range=(0, 1))
     frames = np.random.default_rng(2).uniform(0, 1, (4, 5, 112, 112, 1)).astype(np.float32)
     mfcc = mfcc_batch()
-    p = expert({"frames": frames * 255.0, "mfcc": mfcc}, training=False)["probability"].numpy()
+    p = expert({"frames": frames * 255.0, "audio": mfcc}, training=False)["probability"].numpy()
     np.testing.assert_allclose(float(loss_fn(frames, mfcc)), np.mean(-np.log(p)), rtol=1e-5)
 
 
@@ -77,7 +77,7 @@ def test_rgb_and_any_size_are_converted_in_graph(expert):
     rgb = np.random.default_rng(3).uniform(0, 1, (2, 5, 96, 96, 3)).astype(np.float32)
     gray = (rgb * [0.299, 0.587, 0.114]).sum(-1, keepdims=True)
     resized = tf.image.resize(gray.reshape(10, 96, 96, 1), (112, 112), method="bilinear")
-    direct = expert({"frames": tf.reshape(resized, (2, 5, 112, 112, 1)) * 255.0, "mfcc": mfcc_batch(2)})["probability"]
+    direct = expert({"frames": tf.reshape(resized, (2, 5, 112, 112, 1)) * 255.0, "audio": mfcc_batch(2)})["probability"]
     np.testing.assert_allclose(loss_fn.probability(rgb, mfcc_batch(2)), direct, rtol=1e-5)
 
 
@@ -221,3 +221,10 @@ def test_report_puts_the_real_frames_beside_the_generated(expert):
     assert set(report) == {"sync_loss", "sync_loss_real", "p_in_sync", "p_in_sync_real"}
     np.testing.assert_allclose(float(report["sync_loss"]), float(loss_fn(blank, mfcc_batch(3))), rtol=1e-5)
     np.testing.assert_allclose(float(report["p_in_sync_real"]), float(tf.reduce_mean(loss_fn.probability(real, mfcc_batch(3)))), rtol=1e-6)
+
+
+def test_every_family_has_a_crop_contract():
+    from syncnet.models import FAMILIES
+    from syncnet.sync_loss import _CROP_CONTRACTS
+
+    assert {family.crop for family in FAMILIES.values()} <= set(_CROP_CONTRACTS)

@@ -41,7 +41,7 @@ def write_learnable_shards(folder, speakers=SPEAKERS, seed=0, corrupt=False):
         for number, speaker in enumerate(speakers):
             envelope = np.clip(np.convolve(rng.random(FRAMES + 8), np.ones(3) / 3, "same")[4:-4], 0, 1)
             crops = (envelope[:, None, None, None] * 200 + rng.integers(0, 30, (FRAMES, 112, 112, 1))).astype(np.uint8)
-            columns = np.repeat(np.concatenate([envelope, np.full(4, envelope[-1])]), 4)[: 4 * FRAMES + data.MFCC_TAIL]
+            columns = np.repeat(np.concatenate([envelope, np.full(4, envelope[-1])]), 4)[: 4 * FRAMES + 16]
             mfcc = rng.normal(0, 1, (hp.MFCC_NUM_CEPSTRA, len(columns))).astype(np.float32)
             mfcc[0] += 20 * columns
             if corrupt:

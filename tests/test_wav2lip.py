@@ -337,7 +337,7 @@ def test_score_command_runs_through_the_family(tmp_path, capsys):
 
     clip = tmp_path / "talking.mp4"
     write_clip(clip, seconds=1.2, size=(160, 160))
-    save_model(build(width=0.125), tmp_path / "small_wav2lip.keras")
+    save_model(build("wav2lip_tiny"), tmp_path / "small_wav2lip.keras")
     assert main(["score", "--json", "--vshift", "3", "--model", str(tmp_path / "small_wav2lip.keras"), str(clip)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["status"] == "ok", result["error"]

@@ -44,10 +44,10 @@ def trained_tiny_model(cache_dir) -> SyncNet:
     schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, steps)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss={"probability": keras.losses.BinaryCrossentropy()})
     dataset = (
-        tf.data.Dataset.from_tensor_slices(({"frames": frames, "mfcc": audio}, {"probability": labels}))
+        tf.data.Dataset.from_tensor_slices(({"frames": frames, "audio": audio}, {"probability": labels}))
         .shuffle(len(labels), seed=hp.SEED)
         .batch(BATCH)
-        .map(lambda x, y: ({"frames": tf.cast(x["frames"], tf.float32), "mfcc": x["mfcc"]}, y))
+        .map(lambda x, y: ({"frames": tf.cast(x["frames"], tf.float32), "audio": x["audio"]}, y))
     )
     model.fit(dataset, epochs=EPOCHS, verbose=0, shuffle=False)  # shuffled above, as Keras wants a tf.data.Dataset
     model.save(path)

@@ -25,7 +25,7 @@ PRESETS = {
 
 @keras.saving.register_keras_serializable(package="syncnet")
 class SyncNet(FamilyMethods, keras.Model):
-    """Takes `{"frames": (batch, 5, H, W, C), "mfcc": (batch, 13, 20)}`, returns
+    """Takes `{"frames": (batch, 5, H, W, C), "audio": (batch, 13, 20) MFCC}`, returns
     `{"distance": (batch,), "probability": (batch,)}` - the embedding distance and P(in sync).
 
     Frames are pixel values in [0, 255]: (5, 112, 112, 1) grayscale mouths for `visual_input="mouth"`,
@@ -34,7 +34,7 @@ class SyncNet(FamilyMethods, keras.Model):
     A `"lips"` model first runs each frame through a frozen `frame_encoder` (vvadlrs3's MobileNet,
     syncnet.models.lip_encoder); its visual tower reads the encoder's features. Those features are
     what its training shards hold, so training and evaluation pass `{"features": (batch, 5, 3, 6,
-    512), "mfcc": ...}` instead of frames (`feature_shape`). For the other inputs the encoder is the
+    512), "audio": ...}` instead of frames (`feature_shape`). For the other inputs the encoder is the
     identity: features are the frames.
     """
 
@@ -99,11 +99,6 @@ class SyncNet(FamilyMethods, keras.Model):
         distance = self.l2_distance([ops.cast(visual, "float32"), ops.cast(audio, "float32")])
         return self.head.logits(distance)
 
-    def check_inputs(self, frames, mfcc):
-        """Raise a ValueError naming the expected shapes when the inputs cannot be paired."""
-        check_shape("frames", frames, (None, *self.frame_shape))
-        check_shape("mfcc", mfcc, (None, *self.audio_shape))
-
     def encode_frames(self, frames):
         """(n, H, W, C) single frames -> (n, *feature_shape[1:]): the frozen frame encoder's
         features (always in inference mode), or the frames unchanged when there is no encoder."""
@@ -126,17 +121,17 @@ class SyncNet(FamilyMethods, keras.Model):
 
     def embed_audio(self, mfcc, training=False):
         """(batch, 13, 20) MFCC windows -> (batch, embedding_dim)."""
-        check_shape("mfcc", mfcc, (None, *self.audio_shape))
+        check_shape("audio", mfcc, (None, *self.audio_shape))
         return self.audio_tower(mfcc, training=training)
 
     def call(self, inputs, training=None):
-        """`frames` (batch, 5, H, W, C) with `mfcc` (batch, 13, 20) pairs each window with one audio
-        window: distance (batch,). Groups - frames (batch, k, 5, H, W, C) with mfcc (batch, k, 13, 20) -
+        """`frames` (batch, 5, H, W, C) with `audio` (batch, 13, 20) MFCC pairs each window with one audio
+        window: distance (batch,). Groups - frames (batch, k, 5, H, W, C) with audio (batch, k, 13, 20) -
         compare every window of a group with every audio window of it (the multi-way loss), each
         window and each audio window embedded once: distance (batch, k, k), [g, i, j] = frames i
         against audio j of group g. `features` in place of `frames`: windows of frame-encoder
         features (what shards hold)."""
-        mfcc = inputs["mfcc"]
+        mfcc = inputs["audio"]
         if "features" in inputs:
             visual_inputs, shape, embed = inputs["features"], self.feature_shape, self.embed_features
         else:

@@ -168,6 +168,7 @@ class Wav2LipSyncNet(FamilyMethods, keras.Model):
         self.calibration = calibration
         self.built = True
 
+    preset = "wav2lip"  # the shards it reads (`syncnet preprocess --preset`): any width reads the same
     frame_shape = property(lambda self: self.family.frame_shape)
     audio_shape = property(lambda self: self.family.audio_shape)
     embedding_dim = property(lambda self: max(1, round(FACE_PLAN[-1][0] * self.width)))
@@ -280,6 +281,11 @@ def convert_state_dict(state: dict, width: float = 1.0) -> Wav2LipSyncNet:
     return model
 
 
-def build(width: float = 1.0) -> Wav2LipSyncNet:
-    """A new, untrained Wav2Lip expert (for `syncnet train --family wav2lip`)."""
-    return Wav2LipSyncNet(width=width, name="wav2lip_expert")
+# Presets to train (`syncnet train --preset`): the published width, and narrower copies of the same
+# network for a CPU (a quarter: 1/16 of the multiply-adds) and for tests.
+PRESETS = {"wav2lip": 1.0, "wav2lip_small": 0.25, "wav2lip_tiny": 0.0625}
+
+
+def build(preset: str = "wav2lip") -> Wav2LipSyncNet:
+    """A new, untrained Wav2Lip expert of a preset (PRESETS)."""
+    return Wav2LipSyncNet(width=PRESETS[preset], name=preset)
