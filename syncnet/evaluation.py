@@ -51,11 +51,11 @@ def embedded_offset_accuracy(embedded, vshift: int = hp.VSHIFT, averages=(1, 15)
             continue
         # curves[i, j]: distance of frame window i to audio window i + j - vshift.
         centres = np.arange(vshift, n - vshift)
+        shifted = [audio[centres + s] for s in range(-vshift, vshift + 1)]
         if comparison == "cosine":
-            distance = lambda s: 1.0 - np.einsum("ij,ij->i", visual[centres], audio[centres + s])
+            curves = np.stack([1.0 - np.einsum("ij,ij->i", visual[centres], other) for other in shifted], axis=1)
         else:
-            distance = lambda s: np.linalg.norm(visual[centres] - audio[centres + s], axis=1)
-        curves = np.stack([distance(s) for s in range(-vshift, vshift + 1)], axis=1)
+            curves = np.stack([np.linalg.norm(visual[centres] - other, axis=1) for other in shifted], axis=1)
         for k in averages:
             if len(curves) < k:
                 continue
