@@ -429,3 +429,11 @@ def test_calibrate_says_when_its_sample_is_tiny():
 
     assert small_sample_warning(SimpleNamespace(num_real=3, auc=1.0)).startswith("3 real clips is a tiny sample: ROC-AUC 1.000 ")
     assert small_sample_warning(SimpleNamespace(num_real=MIN_REAL_CLIPS, auc=0.9)) is None
+
+
+def test_the_readmes_json_example_is_the_contract_with_the_shipped_experts_figures():
+    text = (REPO / "README.md").read_text()
+    example = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
+    assert list(example) == list(scored().to_dict())  # every key, in order
+    # the shipped expert's scale (LSE-C about 1), not syncnet_v2's (about 7) under the shipped expert's name
+    assert example["model"] == "default" and example["family"] == "paper" and example["confidence"] < 3
