@@ -38,6 +38,9 @@ class PairScores:
     # under its own audio and under the swapped ones
     speaking: list = field(default_factory=list)
     not_speaking: list = field(default_factory=list)
+    # the best face's window distances at the clip's own offset, under its own audio and the swapped ones
+    window_in_sync: list = field(default_factory=list)
+    window_tampered: list = field(default_factory=list)
 
 
 def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift: int = hp.VSHIFT, progress: bool = False) -> PairScores:
@@ -76,9 +79,13 @@ def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift
                 (scores.in_sync if step == 0 else scores.tampered)[name].append(score_value(best, name))
             own = best if step == 0 else own
             if own is not None:
-                (scores.speaking if step == 0 else scores.not_speaking).extend(
-                    _speaking_confidence(clip.plans[own.track_id], audio, own.offset_frames, model.family.comparison)
-                )
+                distances = _track_distances(clip.plans[own.track_id], audio, model.family.comparison)
+                if distances is None:
+                    continue
+                column = (distances.shape[1] - 1) // 2 - int(np.clip(own.offset_frames, -own.vshift, own.vshift))
+                column = int(np.clip(column, 0, distances.shape[1] - 1))
+                (scores.window_in_sync if step == 0 else scores.window_tampered).extend(distances[:, column])
+                (scores.speaking if step == 0 else scores.not_speaking).extend(_speaking_confidence(distances, own.offset_frames))
     if not scores.tampered[SCORES[0]]:
         raise UserError("no swapped pair could be scored: every other clip's audio ends before the faces appear")
     return scores
@@ -101,19 +108,25 @@ def _paired_track_scores(model, clip, audio: np.ndarray) -> list:
     return scores
 
 
-def _speaking_confidence(plan, audio: np.ndarray, offset: int, comparison: str) -> np.ndarray:
-    """`syncnet speakers`' smoothed per-frame confidence of one face track against `audio`
-    embeddings placed at its first frame, read at `offset`; the frames that have one."""
+def _track_distances(plan, audio: np.ndarray, comparison: str) -> np.ndarray | None:
+    """One face track's (windows, 2 vshift + 1) distance table against `audio` embeddings placed
+    at its first frame, cut where the audio ends; None when no window has audio."""
     from .offsets import score_windows
-    from .speakers import DEFAULT_SMOOTH_FRAMES, smoothed, window_confidence
 
     windows = min(plan.windows, len(audio) - plan.start)
     if windows < 1:
-        return np.zeros(0, np.float32)
-    distances = score_windows(
+        return None
+    return score_windows(
         plan.frame_embeddings[:windows], audio[plan.start : plan.start + windows], min(plan.vshift, windows - 1), comparison
     )
-    confidence = smoothed(window_confidence(distances, offset, windows + hp.WINDOW_FRAMES), DEFAULT_SMOOTH_FRAMES)
+
+
+def _speaking_confidence(distances: np.ndarray, offset: int) -> np.ndarray:
+    """`syncnet speakers`' smoothed per-frame confidence of a track's distance table read at
+    `offset`; the frames that have one."""
+    from .speakers import DEFAULT_SMOOTH_FRAMES, smoothed, window_confidence
+
+    confidence = smoothed(window_confidence(distances, offset, len(distances) + hp.WINDOW_FRAMES), DEFAULT_SMOOTH_FRAMES)
     return confidence[np.isfinite(confidence)]
 
 
@@ -132,6 +145,7 @@ def calibrate(
         model=scores.model,
         speaking=scores.speaking,
         not_speaking=scores.not_speaking,
+        window_distances=(scores.window_in_sync, scores.window_tampered),
     )
     return calibration, scores.skipped
 
@@ -183,6 +197,8 @@ def run_command(args) -> int:
 
         model, _ = resolve_model(args.model)
         model.calibration = calibration
+        if model.family.comparison == "l2":  # a learnt head: the fitted one (a converted syncnet_v2's was never trained)
+            model.head.set_sync_head(**calibration.sync_head)
         save_model(model, into)
         print(f"{into}: the model with this calibration inside (syncnet.load_model reads it)")
     return 0
@@ -211,5 +227,11 @@ def summary_text(calibration: Calibration, output) -> str:
             ""
             if calibration.speaking_threshold is None
             else f"\n  syncnet speakers: a face speaks when its confidence > {calibration.speaking_threshold:.4g}"
+        )
+        + (
+            ""
+            if calibration.sync_head is None
+            else f"\n  window head: P(in sync) = sigmoid({calibration.sync_head['bias']:.4g} - {calibration.sync_head['scale']:.4g} x distance)"
+            " (--into writes it into the model: its sync loss on the recipes' scale)"
         )
     )

@@ -61,6 +61,11 @@ class Calibration:
     # the real clips' faces under their own audio (speaking) from the same faces under the swapped
     # audio (another voice: not the speaker), both read at the clip's own offset. None: not fitted.
     speaking_threshold: float | None = None
+    # The sigmoid head fitted on the same pairs' windows: P(in sync) = sigmoid(bias - scale * distance)
+    # of a window under its own audio (at the clip's offset) against under a swapped one, classes
+    # weighted equally - {"scale", "bias"}, for a model whose head was never trained (a converted
+    # syncnet_v2: its sync loss is then on the recipes' scale). None: not fitted.
+    sync_head: dict | None = None
 
     def score_of(self, track) -> float:
         """This calibration's score of a scoring.TrackScore (a video's: its `ScoreResult.best`)."""
@@ -82,7 +87,7 @@ class Calibration:
         if data.get("version") not in (1, FORMAT_VERSION):
             raise UserError(f"unsupported calibration version {data.get('version')!r} (expected {FORMAT_VERSION})")
         fields = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        missing = set(cls.__dataclass_fields__) - set(fields) - {"model", "auc_by_score", "speaking_threshold"}
+        missing = set(cls.__dataclass_fields__) - set(fields) - {"model", "auc_by_score", "speaking_threshold", "sync_head"}
         if missing:
             raise UserError(f"calibration is missing {', '.join(sorted(missing))}")
         if fields["score"] not in SCORES:
@@ -164,7 +169,14 @@ def offset_beats_chance(confidence: float, windows: int, *, calibrated: bool, ba
 
 
 def fit_calibration(
-    in_sync: dict, tampered: dict, *, false_alarm: float | None = None, model: str = "", speaking=None, not_speaking=None
+    in_sync: dict,
+    tampered: dict,
+    *,
+    false_alarm: float | None = None,
+    model: str = "",
+    speaking=None,
+    not_speaking=None,
+    window_distances: tuple | None = None,
 ) -> Calibration:
     """Pick the score that separates best and fit its verdict.
 
@@ -173,6 +185,7 @@ def fit_calibration(
     in-sync pairs tampered; otherwise the one with the best balanced accuracy.
     speaking, not_speaking: per-frame speaker confidences of faces under their own and under swapped
     audio; when given, `speaking_threshold` is the one with the best balanced accuracy on them.
+    window_distances: (in-sync, swapped) window distances; when given, `sync_head` is fitted on them.
     """
     auc_by_score = {name: roc_auc(in_sync[name], tampered[name]) for name in in_sync}
     # ties (every candidate separates a small set perfectly): the one with the widest gap
@@ -202,7 +215,33 @@ def fit_calibration(
         speaking_threshold=None
         if speaking is None
         else fit_threshold(np.asarray(speaking, np.float64), np.asarray(not_speaking, np.float64)),
+        sync_head=None if window_distances is None else fit_sync_head(*window_distances),
     )
+
+
+def fit_sync_head(in_sync_distances, off_sync_distances, iterations: int = 50) -> dict:
+    """{"scale", "bias"} of P(in sync) = sigmoid(bias - scale * distance) by logistic regression
+    (Newton's method, both classes weighted equally, a small ridge on the scale), the scale kept
+    positive: a larger distance never means more in sync."""
+    distances = np.concatenate([in_sync_distances, off_sync_distances]).astype(np.float64)
+    labels = np.concatenate([np.ones(len(in_sync_distances)), np.zeros(len(off_sync_distances))])
+    if not len(in_sync_distances) or not len(off_sync_distances):
+        raise UserError("fitting the sync head needs windows of both labels")
+    weights = np.where(labels == 1, 0.5 / len(in_sync_distances), 0.5 / len(off_sync_distances))
+    centre, spread = distances.mean(), max(distances.std(), 1e-6)
+    x = (distances - centre) / spread  # standardised: Newton's steps well scaled
+    slope, intercept = 0.0, 0.0  # logit = intercept - slope * x
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(intercept - slope * x)))
+        residual, curvature = weights * (labels - p), weights * p * (1 - p)
+        gradient = np.array([-(residual * x).sum() - LOGISTIC_RIDGE * 1e-3 * slope, residual.sum()])
+        hessian = np.array(
+            [[-(curvature * x * x).sum() - LOGISTIC_RIDGE * 1e-3, (curvature * x).sum()], [(curvature * x).sum(), -curvature.sum()]]
+        )
+        step = np.linalg.solve(hessian, gradient)
+        slope, intercept = slope - step[0], intercept - step[1]
+    slope = max(slope, 1e-6)
+    return {"scale": float(slope / spread), "bias": float(intercept + slope * centre / spread)}
 
 
 def roc_auc(in_sync_scores, tampered_scores) -> float:

@@ -262,7 +262,23 @@ def test_calibrate_into_a_model_keeps_the_verdict_inside_the_file(real_dir, mode
     capsys.readouterr()
     from syncnet.loading import load_model
 
-    assert load_model(calibrated).calibration == load_calibration(tmp_path / "c.json")
+    written = load_model(calibrated)
+    assert written.calibration == load_calibration(tmp_path / "c.json")
+    head = written.calibration.sync_head  # fitted on the pairs' windows, and written into the model
+    assert head["scale"] > 0 and float(written.head.scale) == pytest.approx(head["scale"], rel=1e-5)
+    assert float(written.head.bias) == pytest.approx(head["bias"], rel=1e-5)
     video = str(two / f"speaker_{SEEDS[0]}.mp4")
     assert main(["score", video, "--model", str(calibrated), "--json"]) == 0  # no --calibration: the file's own
     assert json.loads(capsys.readouterr().out)["tampered"] is not None
+
+
+def test_sync_head_fit_recovers_a_known_logistic():
+    """Two unit-variance Gaussians at 6 (in sync) and 9 (swapped), equally weighted: the true
+    log-odds are (45 - 6 d) / 2, a scale of 3 and a bias of 22.5."""
+    from syncnet.calibration import fit_sync_head
+
+    rng = np.random.default_rng(0)
+    head = fit_sync_head(rng.normal(6, 1, 20000), rng.normal(9, 1, 60000))
+    assert head["scale"] == pytest.approx(3.0, rel=0.05) and head["bias"] == pytest.approx(22.5, rel=0.05)
+    with pytest.raises(ValueError, match="both labels"):
+        fit_sync_head([], [1.0])

@@ -1,6 +1,7 @@
 """The two small layers that join the towers: an L2 distance and a sigmoid head on it."""
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -52,6 +53,11 @@ class SyncHead(keras.layers.Layer):
     @property
     def scale(self):
         return ops.softplus(self.raw_scale)
+
+    def set_sync_head(self, scale: float, bias: float):
+        """Set P(in sync) = sigmoid(bias - scale * distance), e.g. as `syncnet calibrate` fitted it."""
+        self.raw_scale.assign(float(np.log(np.expm1(scale))))
+        self.bias.assign(float(bias))
 
     def logits(self, distance):
         return self.bias - self.scale * distance
