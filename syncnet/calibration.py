@@ -219,6 +219,11 @@ def fit_calibration(
     )
 
 
+# keeps the head's slope finite when the windows separate perfectly, too small to bias it otherwise
+# (the classes' weights add up to 1)
+HEAD_RIDGE = 1e-6
+
+
 def fit_sync_head(in_sync_distances, off_sync_distances, iterations: int = 50) -> dict:
     """{"scale", "bias"} of P(in sync) = sigmoid(bias - scale * distance) by logistic regression
     (Newton's method, both classes weighted equally, a small ridge on the scale), the scale kept
@@ -234,10 +239,8 @@ def fit_sync_head(in_sync_distances, off_sync_distances, iterations: int = 50) -
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-(intercept - slope * x)))
         residual, curvature = weights * (labels - p), weights * p * (1 - p)
-        gradient = np.array([-(residual * x).sum() - LOGISTIC_RIDGE * 1e-3 * slope, residual.sum()])
-        hessian = np.array(
-            [[-(curvature * x * x).sum() - LOGISTIC_RIDGE * 1e-3, (curvature * x).sum()], [(curvature * x).sum(), -curvature.sum()]]
-        )
+        gradient = np.array([-(residual * x).sum() - HEAD_RIDGE * slope, residual.sum()])
+        hessian = np.array([[-(curvature * x * x).sum() - HEAD_RIDGE, (curvature * x).sum()], [(curvature * x).sum(), -curvature.sum()]])
         step = np.linalg.solve(hessian, gradient)
         slope, intercept = slope - step[0], intercept - step[1]
     slope = max(slope, 1e-6)
