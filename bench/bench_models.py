@@ -76,7 +76,7 @@ def sync_loss_step(model, batch):
 
 def syncnet_python_forward(batch):
     """syncnet_python's own network (tests/test_convert.py copies its SyncNetModel.py) in PyTorch,
-    both towers as its evaluate() runs them; None without PyTorch (pip install 'syncnet[convert]')."""
+    both towers as its evaluate() runs them; None without PyTorch (the convert extra)."""
     try:
         import torch
     except ImportError:

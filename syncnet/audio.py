@@ -107,9 +107,7 @@ def waveform_tensor(audio, sample_rate: int = hp.AUDIO_SAMPLE_RATE, name: str = 
         if not np.isfinite(peak):
             raise UserError(f"{name} contains NaN or Inf")
         if peak > MAX_FLOAT_AMPLITUDE:
-            raise UserError(
-                f"{name} must be floats in [-1, 1], got values up to {peak:.6g}: int16 samples as floats? divide them by 32768"
-            )
+            raise UserError(f"{name} must be floats in [-1, 1], got values up to {peak:.6g}: int16 samples as floats? divide them by 32768")
     return audio
 
 
@@ -209,7 +207,9 @@ def mel(audio, sample_rate: int = hp.AUDIO_SAMPLE_RATE, pad_mode: str = "reflect
     floor = 10.0 ** (hp.MEL_MIN_LEVEL_DB / 20.0)
     decibels = 20.0 * tf.math.log(tf.maximum(floor, mel_energy)) / np.log(10.0) - hp.MEL_REF_LEVEL_DB
     scale = 2.0 * hp.MEL_MAX_ABS_VALUE / -hp.MEL_MIN_LEVEL_DB
-    normalised = tf.clip_by_value(scale * (decibels - hp.MEL_MIN_LEVEL_DB) - hp.MEL_MAX_ABS_VALUE, -hp.MEL_MAX_ABS_VALUE, hp.MEL_MAX_ABS_VALUE)
+    normalised = tf.clip_by_value(
+        scale * (decibels - hp.MEL_MIN_LEVEL_DB) - hp.MEL_MAX_ABS_VALUE, -hp.MEL_MAX_ABS_VALUE, hp.MEL_MAX_ABS_VALUE
+    )
     return tf.linalg.matrix_transpose(normalised)
 
 

@@ -27,7 +27,7 @@ or a wrong shape is refused, naming the first one. Our sigmoid head has no count
 syncnet_python and stays at its initial values: distances, offset and confidence of the converted
 model are syncnet_python's, its sync probability means nothing until `syncnet calibrate`.
 
-PyTorch is needed only here: `pip install 'syncnet[convert]'`.
+PyTorch is needed only here (the `convert` extra).
 """
 
 import os
@@ -38,11 +38,11 @@ import time
 import keras
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, install_hint
 from .loading import save_model
 from .models.siamese import SyncNet, build_model
 
-TORCH_MISSING = "converting needs PyTorch: pip install 'syncnet[convert]' (or: pip install torch==2.13.0)"
+TORCH_MISSING = f"converting needs PyTorch: {install_hint('convert', 'torch')}"
 
 # (syncnet_python module, our layer), in the order SyncNetModel.py defines them. The index is the
 # module's position in its nn.Sequential; the ReLUs and max-pools in between hold no weights.
@@ -243,7 +243,9 @@ def recognise(state: dict[str, np.ndarray]) -> tuple[str, object]:
         raise UserError(f"this looks like {other}; convert-weights reads {SUPPORTED}")
     if latentsync.is_checkpoint(keys):
         return "latentsync", latentsync.convert_state_dict
-    raise UserError(f"not a checkpoint of a supported expert (first keys: {', '.join(keys[:3]) or 'none'}); convert-weights reads {SUPPORTED}")
+    raise UserError(
+        f"not a checkpoint of a supported expert (first keys: {', '.join(keys[:3]) or 'none'}); convert-weights reads {SUPPORTED}"
+    )
 
 
 def convert_weights(state_dict_path, out_path, allow_pickle: bool = False):
@@ -294,5 +296,7 @@ def run_command(args) -> int:
     model = convert_weights(args.weights, args.output, allow_pickle=args.allow_pickle)
     uncalibrated = " (its sync probability is uncalibrated: see syncnet calibrate)" if model.family.comparison == "l2" else ""
     found = f" ({model.description})" if hasattr(model, "description") else ""  # which version of the family
-    print(f"wrote {args.output}: {model.family.name}{found}, {model.count_params():,} weights, in {time.perf_counter() - start:.1f} s{uncalibrated}")
+    print(
+        f"wrote {args.output}: {model.family.name}{found}, {model.count_params():,} weights, in {time.perf_counter() - start:.1f} s{uncalibrated}"
+    )
     return 0

@@ -13,6 +13,7 @@ a Calibration or a path or None) into the objects, for every command and library
 import contextlib
 import os
 import warnings
+import zipfile
 from typing import TYPE_CHECKING
 
 from .calibration import Calibration, load_calibration
@@ -132,6 +133,8 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> "SyncNet":
     next to the generator it judges, and float16 would change its numbers).
     """
     path = model_path(name_or_path)
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a file that is there
+        raise UserError(f"{path}: not a Keras model file (a .keras file is a zip archive)")
     import keras
 
     from .models import EXPERT_MODELS

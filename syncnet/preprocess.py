@@ -1,12 +1,13 @@
-"""Turning raw talking-head videos into training shards: face tracks, crops and MFCC.
+"""Turning raw talking-head videos into training shards: face tracks, crops and audio features.
 
-    syncnet preprocess INPUT_DIR OUTPUT_DIR [--preset paper|syncnet_v2] [--workers N] [--manifest TSV]
+    syncnet preprocess INPUT_DIR OUTPUT_DIR [--preset paper|syncnet_v2|wav2lip|...] [--workers N] [--manifest TSV]
                        [--min-confidence X --model M [--max-offset K]] [--runner local|beam [--beam-args="..."]]
 
 Per video (`preprocess_video`): decode at 25 fps, follow every face (syncnet.faces), crop it as the
-preset's model sees it (112 px grayscale mouths for `paper`/`tiny`, 224 px RGB faces for
-`syncnet_v2`; for `lips`, 50 x 100 RGB lip crops stored as their frozen frame encoder's features,
-computed once here so training never runs the encoder) and cut the clip's MFCC to each track.
+preset's family's model sees it (112 px grayscale mouths for `paper`/`tiny`, 224 px RGB faces for
+`syncnet_v2`, the lower halves of 96 px RGB faces for the `wav2lip` presets; for `lips`, 50 x 100
+RGB lip crops stored as their frozen frame encoder's features, computed once here so training never
+runs the encoder) and cut the clip's audio features (the family's: MFCC, or Wav2Lip's mel) to each track.
 Tracks are split into segments of at most MAX_SEGMENT_FRAMES frames, one tf.train.Example each
 (format: syncnet/data.py).
 
@@ -46,15 +47,14 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from . import hyperparameters as hp
-from .audio import mfcc_in_chunks
-from .data import COMPRESSION, MANIFEST, MFCC_TAIL, Segment, crop_shape, encode_segment, holds_pixels, read_manifest
-from .embedding import compiled_towers, segment_embeddings
+from .data import COMPRESSION, MANIFEST, Segment, crop_shape, encode_segment, family_of, holds_pixels, read_manifest
+from .embedding import audio_features, compiled_towers, segment_embeddings
 from .errors import UserError, install_hint, one_line
 from .faces import crop_tracks, find_face_tracks, frames_to_crop
 from .files import atomic_output
 from .loading import load_model
+from .models import PRESETS, build_model
 from .models.lip_encoder import VVADLRS3_INSTALL, vvadlrs3_weights_path
-from .models.siamese import PRESETS, build_model
 from .models.towers import lip_feature_codes
 from .offsets import IN_SYNC_MAX_OFFSET, score_windows, search_offset
 from .video import VIDEO_SUFFIXES, Media, MediaError, is_frame_folder, is_silent, load_media
@@ -69,7 +69,7 @@ SUMMARY = "summary.json"
 
 @dataclass
 class VideoRecord:
-    """A video's face tracks and MFCC, ready to be cut into segments.
+    """A video's face tracks and audio features (the preset's family's), ready to be cut into segments.
 
     `segments()` decodes the video again and yields the segments while it crops, so only the
     segments being filled (at most MAX_SEGMENT_FRAMES frames per track) are in memory.
@@ -81,7 +81,7 @@ class VideoRecord:
     speaker: str
     tracks: list  # syncnet.faces.FaceTrack, within the frames with audio under them
     skipped_frames: dict  # frames without a track, by reason (syncnet.faces.TrackingResult.skipped)
-    mfcc: np.ndarray = field(repr=False)  # (13, 4 x frames with audio + 16) float32
+    audio: np.ndarray = field(repr=False)  # (features, steps to the end of the last frame's window) float32
 
     @property
     def num_frames(self) -> int:
@@ -91,18 +91,19 @@ class VideoRecord:
         bounds = {track.track_id: segment_bounds(track.start, track.end) for track in self.tracks}
         filling = {track_id: [] for track_id in bounds}
         shape = crop_shape(self.preset)
-        kind = PRESETS[self.preset]["visual_input"]
+        family = family_of(self.preset)
         encode = feature_encoder(self.preset)
-        for frame_index, crops in crop_tracks(frames_to_crop(self.media, kind), self.tracks, kind):
+        for frame_index, crops in crop_tracks(frames_to_crop(self.media, family.crop), self.tracks, family.crop):
             for track_id, crop in crops.items():
                 filling[track_id].append(crop)
                 start, stop = bounds[track_id][0]
                 if frame_index + 1 == stop:
                     bounds[track_id].pop(0)
-                    columns = slice(hp.MFCC_STEPS_PER_FRAME * start, hp.MFCC_STEPS_PER_FRAME * stop + MFCC_TAIL)
+                    first = family.audio_window_start(start)
+                    steps = slice(first, family.audio_window_start(stop - 1) + family.audio_window_steps)
                     track_crops = np.stack(filling[track_id])
                     stored = track_crops.reshape(len(track_crops), *shape) if encode is None else encode(track_crops)
-                    yield Segment(self.clip, self.speaker, track_id, start, stored, self.mfcc[:, columns])
+                    yield Segment(self.clip, self.speaker, track_id, start, stored, self.audio[:, steps])
                     filling[track_id] = []
 
 
@@ -135,33 +136,34 @@ def segment_bounds(start: int, end: int, max_frames: int = MAX_SEGMENT_FRAMES) -
 
 
 def preprocess_video(path, preset: str = "paper", audio_path=None, *, clip: str | None = None, speaker: str | None = None) -> VideoRecord:
-    """Decode a video, find its face tracks and compute its MFCC; raises MediaError when the video
+    """Decode a video, find its face tracks and compute its audio features; raises MediaError when the video
     cannot give training data (unreadable, no or silent audio, too short, no face track).
 
     clip, speaker: ids stored with its segments (default: the file's stem, its folder's name).
     """
-    crop_shape(preset)  # a bad preset fails before the decoding
+    family = family_of(preset)  # a bad preset fails before the decoding
     path = Path(path)
     media = load_media(path, audio_path)
     if is_silent(media.audio):
         raise MediaError(f"{path}: the audio is silent")
     # Frames whose 1/25 s of audio is all there; past them a window would pair lips with padding.
     usable_frames = min(media.num_frames, len(media.audio) // hp.SAMPLES_PER_FRAME)
-    if usable_frames < hp.WINDOW_FRAMES:
-        raise MediaError(f"{path}: only {usable_frames} frames with audio; need at least {hp.WINDOW_FRAMES}")
+    window = family.window_frames
+    if usable_frames < window:
+        raise MediaError(f"{path}: only {usable_frames} frames with audio; need at least {window}")
 
     tracking = find_face_tracks(media.frames(0, usable_frames, gray=True))
-    tracks = [track for track in tracking.tracks if track.end - track.start >= hp.WINDOW_FRAMES]
+    tracks = [track for track in tracking.tracks if track.end - track.start >= window]
     if not tracks:
         frames_without = ", ".join(f"{reason} {count}" for reason, count in sorted(tracking.skipped.items()))
-        raise MediaError(f"{path}: no face track of {hp.WINDOW_FRAMES}+ frames (frames without one: {frames_without})")
+        raise MediaError(f"{path}: no face track of {window}+ frames (frames without one: {frames_without})")
 
-    # Every frame's 20 columns, the last ones over zero padding where the audio stops short.
-    columns = hp.MFCC_STEPS_PER_FRAME * usable_frames + MFCC_TAIL
-    samples_needed = hp.SAMPLES_PER_FRAME // hp.MFCC_STEPS_PER_FRAME * (columns - 1) + int(hp.MFCC_WINDOW_SECONDS * hp.AUDIO_SAMPLE_RATE)
-    audio = np.zeros(samples_needed, np.float32)
-    audio[: min(len(media.audio), samples_needed)] = media.audio[:samples_needed]
-    coefficients = mfcc_in_chunks(audio)[:, :columns]
+    # Every frame's whole window, the last ones over zero padding where the audio stops short: one
+    # more window of silence past the last frame covers any front-end's tail.
+    steps = family.audio_window_start(usable_frames - 1) + family.audio_window_steps
+    audio = np.zeros(usable_frames * hp.SAMPLES_PER_FRAME + hp.AUDIO_SAMPLE_RATE * steps // family.front_end.rate, np.float32)
+    audio[: min(len(media.audio), len(audio))] = media.audio[: len(audio)]
+    features = audio_features(family, audio)[:, :steps]
 
     return VideoRecord(
         media=media,
@@ -170,7 +172,7 @@ def preprocess_video(path, preset: str = "paper", audio_path=None, *, clip: str 
         speaker=speaker or path.parent.name,
         tracks=tracks,
         skipped_frames=tracking.skipped,
-        mfcc=coefficients,
+        audio=features,
     )
 
 
@@ -191,11 +193,11 @@ class SyncFilter:
             raise UserError(
                 f"--model {self.model} reads {model.feature_shape[1:]} per frame, the preset's shards hold {segment.crops.shape[1:]}"
             )
-        frame_embeddings, audio_embeddings = segment_embeddings(model, segment.crops, segment.mfcc)
+        frame_embeddings, audio_embeddings = segment_embeddings(model, segment.crops, segment.audio, segment.start)
         vshift = min(hp.VSHIFT, len(frame_embeddings) - 1)
         if vshift < 1:
             return False  # too short to tell an offset
-        search = search_offset(score_windows(frame_embeddings, audio_embeddings, vshift))
+        search = search_offset(score_windows(frame_embeddings, audio_embeddings, vshift, model.family.comparison))
         return search.confidence >= self.min_confidence and abs(search.offset) <= self.max_offset
 
 
@@ -490,8 +492,8 @@ def configure_parser(parser):
         "--preset",
         default="paper",
         choices=tuple(PRESETS),
-        help="whose crops: paper/tiny 112 px grayscale mouths, syncnet_v2 224 px RGB faces, "
-        "lips vvadlrs3's features of 50 x 100 RGB lip crops (needs: "
+        help="whose crops and audio features: paper/tiny 112 px grayscale mouths, syncnet_v2 224 px RGB faces, "
+        "wav2lip* lower halves of 96 px RGB faces with Wav2Lip's mel, lips vvadlrs3's features of 50 x 100 RGB lip crops (needs: "
         f"{VVADLRS3_INSTALL})",
     )
     parser.add_argument(

@@ -43,6 +43,10 @@ from .models.lip_encoder import VVADLRS3_INSTALL, vvadlrs3_weights_path
 
 FREEZE_CHOICES = ("none", "convs", "visual", "audio")
 LOSSES = ("bce", "contrastive", "multiway")
+# A family's own recipe, where it has one, for the options the command line leaves unset. Wav2Lip's
+# color_syncnet_train.py: BCE on the cosine, each window against its own audio or the audio of a
+# window from elsewhere in the same video, Adam 1e-4, batch 64.
+RECIPES = {"wav2lip": {"batch_size": 64, "hard_negative_fraction": 1.0, "learning_rate": 1e-4, "loss": "bce"}}
 # What a run writes into its folder: there, a new run would silently replace another's checkpoints.
 RUN_FILES = ("last.keras", "best.keras", "state.json", "log.csv", "config.json", "backup", "tensorboard")
 
@@ -90,9 +94,14 @@ def choose_strategy() -> tf.distribute.Strategy:
 
 def freeze_layers(model: SyncNet, freeze: str):
     """`convs`: train only the fully-connected layers and the head (adapting the expert to a new
-    domain on little data); `visual` / `audio`: keep that whole tower fixed; `none`: train all."""
+    domain on little data); `visual` / `audio`: keep that whole tower fixed; `none`: train all.
+    (Our towers' layout: the other families train whole.)"""
     if freeze not in FREEZE_CHOICES:
         raise UserError(f"--freeze must be one of {', '.join(FREEZE_CHOICES)}, got {freeze!r}")
+    if freeze == "none":
+        return
+    if not isinstance(model, SyncNet):
+        raise UserError(f"--freeze {freeze} freezes our towers' layers; a {model.family.name} expert trains whole (--freeze none)")
     towers = {"visual": [model.visual_tower], "audio": [model.audio_tower]}
     for tower in towers.get(freeze, []):
         tower.trainable = False
@@ -346,11 +355,11 @@ def configure_parser(parser):
     )
     parser.add_argument("--epochs", type=int, default=hp.EPOCHS)
     parser.add_argument("--steps-per-epoch", type=int, default=TrainConfig.steps_per_epoch)
-    parser.add_argument("--batch-size", type=int, default=hp.BATCH_SIZE, help="per replica")
-    parser.add_argument("--learning-rate", type=float, default=hp.LEARNING_RATE)
+    parser.add_argument("--batch-size", type=int, default=None, help=f"per replica (default {hp.BATCH_SIZE}; the wav2lip presets: 64)")
+    parser.add_argument("--learning-rate", type=float, default=None, help=f"(default {hp.LEARNING_RATE})")
     parser.add_argument(
         "--loss",
-        default="bce",
+        default=None,
         choices=LOSSES,
         help="bce: pairs (default); contrastive: the paper's margin loss on pairs; "
         "multiway: groups of a clip's windows, each against every audio window "
@@ -371,9 +380,9 @@ def configure_parser(parser):
     parser.add_argument(
         "--hard-negatives",
         type=float,
-        default=TrainConfig.hard_negative_fraction,
+        default=None,
         dest="hard_negative_fraction",
-        help="fraction of negatives from the same clip, shifted",
+        help=f"fraction of negatives from the same clip, shifted (default {TrainConfig.hard_negative_fraction}; the wav2lip presets: 1)",
     )
     parser.add_argument(
         "--speaker-balance",
@@ -393,7 +402,9 @@ def configure_parser(parser):
 
 
 def run_command(args) -> int:
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
+    options = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    recipe = RECIPES.get(data.family_of(args.preset).name, {})
+    config = TrainConfig(**{**recipe, **options})
     if config.resume and not os.path.isdir(os.path.join(config.out_dir, "backup")):
         raise UserError(f"nothing to resume in {config.out_dir}")
     try:

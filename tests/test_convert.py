@@ -23,7 +23,7 @@ RELATIVE_TOLERANCE = 1e-4
 
 
 def import_torch():
-    return pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'syncnet[convert]')")
+    return pytest.importorskip("torch", reason="PyTorch is not installed (the convert extra: pip install -e '.[convert]')")
 
 
 def syncnet_python_model(torch):
@@ -284,4 +284,6 @@ def test_command_without_torch_prints_the_install_line(tmp_path):
     assert "Traceback" not in result.stderr
     # (TensorFlow may log its own start-up lines around ours)
     errors = [line for line in result.stderr.splitlines() if line.startswith("syncnet convert-weights:")]
-    assert len(errors) == 1 and "pip install 'syncnet[convert]'" in errors[0], result.stderr
+    assert len(errors) == 1 and "pip install torch (the 'convert' extra; in a checkout: pip install -e '.[convert]')" in errors[0], (
+        result.stderr
+    )

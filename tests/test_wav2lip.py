@@ -344,3 +344,56 @@ def test_score_command_runs_through_the_family(tmp_path, capsys):
     assert result["family"] == "wav2lip" and result["tracks"][0]["vshift"] == 3
     assert 0.0 <= result["min_dist"] <= 1.0  # 1 - cosine of ReLU'd unit vectors
     assert len(result["tracks"][0]["mean_distance"]) == 7
+
+
+# --- Training the family from raw videos -------------------------------------------------------
+
+
+def test_train_the_family_from_raw_videos_with_its_recipe(tmp_path, capsys):
+    """preprocess -> train -> evaluate with a Wav2Lip-family preset: lower-face crops and mel in the
+    shards, the family's window rule, Wav2Lip's recipe filled in for the options not given."""
+    import json
+
+    from synthetic import write_clip
+
+    from syncnet import data
+    from syncnet.models.family import WAV2LIP
+
+    for speaker, seed in (("spk_a", 0), ("spk_b", 1), ("spk_c", 2)):
+        (tmp_path / "in" / speaker).mkdir(parents=True)
+        write_clip(tmp_path / "in" / speaker / "talk.mp4", seconds=2.0, size=(160, 160), seed=seed)
+    assert main(["preprocess", str(tmp_path / "in"), str(tmp_path / "shards"), "--preset", "wav2lip_tiny", "--workers", "1"]) == 0
+    capsys.readouterr()
+    segments = list(data.read_segments(data.list_shards(tmp_path / "shards"), "wav2lip_tiny").as_numpy_iterator())
+    assert len(segments) == 3
+    for segment in segments:
+        frames = len(segment["crops"])
+        assert segment["crops"].shape[1:] == (48, 96, 3)
+        assert segment["audio"].shape == (80, data.segment_audio_steps(WAV2LIP, int(segment["start"]), frames))
+    pairs, labels = next(iter(data.make_pair_dataset(data.list_shards(tmp_path / "shards"), "wav2lip_tiny", 4, augment=True)))
+    assert pairs["frames"].shape == (4, 5, 48, 96, 3) and pairs["audio"].shape == (4, 80, 16)
+    assert float(tf_max(pairs["audio"])) <= 4.0 and float(tf_min(pairs["audio"])) >= -4.0  # the mel's range survives the gain
+
+    run = tmp_path / "run"
+    args = ["train", str(tmp_path / "shards"), "--out", str(run), "--preset", "wav2lip_tiny", "--epochs", "1"]
+    assert main([*args, "--steps-per-epoch", "2", "--batch-size", "8", "--val-steps", "1", "--val-speakers", "spk_c"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["hard_negative_fraction"], config["learning_rate"], config["batch_size"]) == (
+        1.0,
+        1e-4,
+        8,
+    )  # the recipe, --batch-size kept
+    trained = load_model(run / "last.keras")
+    assert isinstance(trained, Wav2LipSyncNet) and trained.width == 0.0625
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "shards"), "--model", str(run / "last.keras"), "--val-speakers", "spk_c", "--vshift", "5"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert {"pair_auc", "offset_acc_1", "offset_acc_15"} <= set(figures)
+
+
+def tf_max(tensor):
+    return np.max(np.asarray(tensor))
+
+
+def tf_min(tensor):
+    return np.min(np.asarray(tensor))

@@ -202,7 +202,19 @@ class Wav2LipSyncNet(FamilyMethods, keras.Model):
         return ops.log(p) - ops.log1p(-p)
 
     def call(self, inputs, training=None):
-        similarity = self.similarity(self.embed_frames(inputs["frames"], training), self.embed_audio(inputs["audio"], training))
+        """Pairs - frames (batch, 5, 48, 96, 3) with audio (batch, 80, 16) - give (batch,); groups -
+        frames (batch, k, ...) with audio (batch, k, 80, 16) - every window of a group against every
+        audio window of it, (batch, k, k), each embedded once (the multi-way loss)."""
+        frames, audio = inputs["frames"], inputs["audio"]
+        if len(audio.shape) == 4:
+            group = audio.shape[1]
+            visual = ops.reshape(
+                self.embed_frames(ops.reshape(frames, (-1, *self.frame_shape)), training), (-1, group, 1, self.embedding_dim)
+            )
+            heard = ops.reshape(self.embed_audio(ops.reshape(audio, (-1, *self.audio_shape)), training), (-1, 1, group, self.embedding_dim))
+        else:
+            visual, heard = self.embed_frames(frames, training), self.embed_audio(audio, training)
+        similarity = self.similarity(visual, heard)
         return {"distance": 1.0 - similarity, "probability": similarity}
 
     def get_config(self):
