@@ -307,6 +307,7 @@ def make_pair_dataset(
     min_shift: int = hp.HARD_NEGATIVE_MIN_SHIFT,
     augment: bool = True,
     repeat: bool = True,
+    still_negative_fraction: float = 0.0,
 ) -> tf.data.Dataset:
     """Batches of ({"frames": (b, T, H, W, C) float32 0..255, "audio": (b, *audio_shape) float32}, label
     (b,) float32) - T and audio_shape the preset's family's: (5, ...) and (13, 20) for MFCC families -
@@ -315,11 +316,17 @@ def make_pair_dataset(
     Each pass over the data cuts every segment into back-to-back 5-frame windows from a random first
     frame. Half of each pool of windows keep their own audio (label 1); the others get the audio of a
     window from another clip, or with probability `hard_negative_fraction` their segment's audio
-    `min_shift` or more frames away (a window that has neither is dropped). repeat=False: one pass,
-    the last batch may be short.
+    `min_shift` or more frames away (a window that has neither is dropped). With probability
+    `still_negative_fraction` a negative is instead a mouth that does not speak under the window's own
+    audio (`still_windows`: frozen, flat or a texture), so an expert learns that such frames - what a
+    generator gaming the sync loss emits - are not in sync (pixels only). repeat=False: one pass, the
+    last batch may be short.
     """
-    if not 0.0 <= hard_negative_fraction <= 1.0:
-        raise UserError(f"hard_negative_fraction must be in [0, 1], got {hard_negative_fraction}")
+    for name, fraction in (("hard_negative_fraction", hard_negative_fraction), ("still_negative_fraction", still_negative_fraction)):
+        if not 0.0 <= fraction <= 1.0:
+            raise UserError(f"{name} must be in [0, 1], got {fraction}")
+    if still_negative_fraction and not holds_pixels(preset):
+        raise UserError(f"still negatives are made of pixels; preset {preset!r}'s shards hold features")
     if min_shift < 1:
         raise UserError(f"min_shift must be >= 1 frame, got {min_shift}")
     family = family_of(preset)
@@ -328,7 +335,7 @@ def make_pair_dataset(
         windows.batch(PAIR_POOL, drop_remainder=repeat)  # static pool shapes keep TF's cost model quiet
         .enumerate()
         .map(
-            lambda index, pool: _make_pairs(pool, seed, index, hard_negative_fraction, augment, preset),
+            lambda index, pool: _make_pairs(pool, seed, index, hard_negative_fraction, still_negative_fraction, augment, preset),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         .unbatch()
@@ -485,9 +492,9 @@ def _cut_groups(segment, seed, index, group_size, max_shift, family):
     }
 
 
-def _make_pairs(pool, seed, index, hard_negative_fraction, augment, preset):
-    """Labels, negative audio and augmentation for a pool of windows; returns the usable pairs."""
-    label_seed, hard_seed, partner_seed, augment_seed = tf.unstack(_seeds(seed, index, 4))
+def _make_pairs(pool, seed, index, hard_negative_fraction, still_negative_fraction, augment, preset):
+    """Labels, negative audio (or still frames) and augmentation for a pool of windows; returns the usable pairs."""
+    label_seed, hard_seed, partner_seed, augment_seed, still_seed, kind_seed = tf.unstack(_seeds(seed, index, 6))
     size = tf.shape(pool["clip"])[0]
     # Exactly half in sync: the windows whose rank under a random draw is even.
     ranks = tf.argsort(tf.argsort(tf.random.stateless_uniform([size], label_seed)))
@@ -507,11 +514,38 @@ def _make_pairs(pool, seed, index, hard_negative_fraction, augment, preset):
         tf.where(use_hard[:, None, None], pool["hard_audio"], tf.gather(pool["audio"], partner)),
     )
     frames = tf.cast(pool["frames"], tf.float32)
+    if still_negative_fraction:  # a still mouth under its own audio: only the motion says "not in sync"
+        still = ~positive & (tf.random.stateless_uniform([size], still_seed) < still_negative_fraction)
+        frames = tf.where(still[:, None, None, None, None], still_windows(frames, kind_seed), frames)
+        audio = tf.where(still[:, None, None], pool["audio"], audio)
+        use_hard = use_hard | still  # usable whatever partner it lacks
     if augment:
         frames, audio = _augment(frames, audio, augment_seed, family_of(preset), holds_pixels(preset))
     usable = positive | use_hard | has_partner
     inputs = {visual_key(preset): tf.boolean_mask(frames, usable), "audio": tf.boolean_mask(audio, usable)}
     return inputs, tf.boolean_mask(tf.cast(positive, tf.float32), usable)
+
+
+STILL_TEXTURE_CELL = 8  # pixels of a still texture's noise cell
+
+
+def still_windows(frames, seed):
+    """(b, T, H, W, C) float pixel windows made into mouths that do not speak, one kind per window
+    drawn at random: the window's first frame frozen over it; flat at the window's mean level; or
+    a tiled noise texture at the window's mean and spread. What a generator that games a sync loss
+    emits - a frozen, blank or textured mouth - and what a sync expert must not call in sync."""
+    size = tf.shape(frames)[0]
+    window, height, width, channels = frames.shape[1:]
+    kind_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    kind = tf.random.stateless_uniform([size], kind_seed, 0, 3, tf.int32)[:, None, None, None, None]
+    frozen = tf.tile(frames[:, :1], [1, window, 1, 1, 1])
+    mean = tf.reduce_mean(frames, axis=[1, 2, 3, 4], keepdims=True)
+    flat = tf.broadcast_to(mean, tf.shape(frames))
+    cell = STILL_TEXTURE_CELL
+    noise = tf.random.stateless_normal([size, 1, cell, cell, channels], noise_seed)
+    tiles = tf.tile(noise, [1, window, -(-height // cell), -(-width // cell), 1])[:, :, :height, :width]
+    texture = tf.clip_by_value(mean + tf.math.reduce_std(frames, axis=[1, 2, 3, 4], keepdims=True) * tiles, 0.0, 255.0)
+    return tf.where(kind == 0, frozen, tf.where(kind == 1, flat, texture))
 
 
 def _augment(frames, audio, seed, family, pixels: bool = True):

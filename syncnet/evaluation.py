@@ -8,7 +8,10 @@ Two figures, the ones the SyncNet papers and `syncnet train`'s validation report
   negative is another clip's audio, as in the training recipe; its own audio 5+ frames away when no
   other clip is at hand), every window of every segment once;
 - offset accuracy: the fraction of windows whose argmin distance over +-15 frames lands within +-1
-  frame of the truth, for single windows and for curves averaged over 15 consecutive windows.
+  frame of the truth, for single windows and for curves averaged over 15 consecutive windows;
+- still ROC-AUC: P(in sync) of in-order windows against the same kind of windows made into mouths
+  that do not speak (frozen, flat, textured: data.still_windows) under their own audio - whether the
+  expert can be fooled the way a generator gaming the sync loss fools it (pixel presets only).
 """
 
 import json
@@ -67,14 +70,19 @@ def embedded_offset_accuracy(embedded, vshift: int = hp.VSHIFT, averages=(1, 15)
     return {k: hits[k] / totals[k] if totals[k] else float("nan") for k in averages}
 
 
-def pair_metrics(model: SyncNet, shards, seed: int = hp.SEED) -> dict:
-    """ROC-AUC and accuracy (P > 0.5) of the head on one seeded pass of in-order / shuffled pairs."""
-    pairs = data.make_pair_dataset(shards, model.preset, PAIR_BATCH, seed=seed, hard_negative_fraction=0.0, augment=False, repeat=False)
+def _probabilities(model: SyncNet, pairs) -> tuple[np.ndarray, np.ndarray]:
+    """The head's P(in sync) and the labels over a pass of a pair dataset."""
     probabilities, labels = [], []
     for inputs, label in pairs:
         probabilities.append(model(inputs, training=False)["probability"].numpy())
         labels.append(label.numpy())
-    probabilities, labels = np.concatenate(probabilities), np.concatenate(labels).astype(bool)
+    return np.concatenate(probabilities), np.concatenate(labels).astype(bool)
+
+
+def pair_metrics(model: SyncNet, shards, seed: int = hp.SEED) -> dict:
+    """ROC-AUC and accuracy (P > 0.5) of the head on one seeded pass of in-order / shuffled pairs."""
+    pairs = data.make_pair_dataset(shards, model.preset, PAIR_BATCH, seed=seed, hard_negative_fraction=0.0, augment=False, repeat=False)
+    probabilities, labels = _probabilities(model, pairs)
     return {
         "pair_auc": roc_auc(probabilities[labels], probabilities[~labels]),
         "pair_accuracy": float(np.mean((probabilities > 0.5) == labels)),
@@ -82,10 +90,20 @@ def pair_metrics(model: SyncNet, shards, seed: int = hp.SEED) -> dict:
     }
 
 
+def still_auc(model: SyncNet, shards, seed: int = hp.SEED) -> float:
+    """ROC-AUC of P(in sync): in-order windows against windows made still under their own audio."""
+    pairs = data.make_pair_dataset(shards, model.preset, PAIR_BATCH, seed=seed, augment=False, repeat=False, still_negative_fraction=1.0)
+    probabilities, labels = _probabilities(model, pairs)
+    return roc_auc(probabilities[labels], probabilities[~labels])
+
+
 def evaluate(model: SyncNet, shards, vshift: int = hp.VSHIFT, seed: int = hp.SEED) -> dict:
-    """Pair and offset figures of `model` on `shards` (see the module's docstring)."""
+    """Pair, offset and (for pixel presets) still figures of `model` on `shards` (see the module's docstring)."""
     accuracy = offset_accuracy(model, data.eval_segments(shards, model.preset), vshift)
-    return {**pair_metrics(model, shards, seed), "offset_acc_1": accuracy[1], "offset_acc_15": accuracy[15]}
+    figures = {**pair_metrics(model, shards, seed), "offset_acc_1": accuracy[1], "offset_acc_15": accuracy[15]}
+    if data.holds_pixels(model.preset):
+        figures["still_auc"] = still_auc(model, shards, seed)
+    return figures
 
 
 def configure_parser(parser):

@@ -67,6 +67,7 @@ class TrainConfig:
     val_speakers: list | None = None  # fixed validation speakers instead of a val_fraction draw
     val_steps: int = 100
     hard_negative_fraction: float = 0.25
+    still_negative_fraction: float = 0.0  # negatives made of still mouths under their own audio (data.still_windows)
     speaker_balance: float = 0.0  # 0: windows as the footage has them; 1: every speaker group alike
     augment: bool = True
     seed: int = hp.SEED
@@ -148,7 +149,13 @@ def make_dataset(config: TrainConfig, shards, batch_size: int, seed: int, augmen
             augment=augment,
         )
     return data.make_pair_dataset(
-        shards, config.preset, batch_size, seed=seed, hard_negative_fraction=config.hard_negative_fraction, augment=augment
+        shards,
+        config.preset,
+        batch_size,
+        seed=seed,
+        hard_negative_fraction=config.hard_negative_fraction,
+        augment=augment,
+        still_negative_fraction=config.still_negative_fraction,
     )
 
 
@@ -383,6 +390,14 @@ def configure_parser(parser):
         default=None,
         dest="hard_negative_fraction",
         help=f"fraction of negatives from the same clip, shifted (default {TrainConfig.hard_negative_fraction}; the wav2lip presets: 1)",
+    )
+    parser.add_argument(
+        "--still-negatives",
+        type=float,
+        default=None,
+        dest="still_negative_fraction",
+        help="fraction of negatives made of mouths that do not speak (frozen, flat, textured) under their own audio: "
+        "an expert that rates them out of sync cannot be gamed that way as a sync loss (default 0)",
     )
     parser.add_argument(
         "--speaker-balance",

@@ -207,6 +207,29 @@ def test_hard_negative_fraction_extremes(shards):
     assert all(own == possible for own, possible in negatives(1.0))
 
 
+def test_still_negatives_are_still_mouths_under_their_own_audio(shards):
+    _, paths, segments = shards
+    kinds = {"frozen": 0, "flat": 0, "texture": 0}
+    for frames, audio, labels in batches(
+        data.make_pair_dataset(paths, batch_size=32, seed=5, hard_negative_fraction=0.0, augment=False, still_negative_fraction=1.0), 4
+    ):
+        assert 0 < labels.sum() < len(labels)
+        for window, sound in zip(frames[labels == 0], audio[labels == 0]):
+            # the audio is a window of some segment (its own: the frames no longer say which)
+            assert any(np.array_equal(sound, s.audio[:, 4 * u : 4 * u + 20]) for s in segments for u in range(s.num_frames))
+            assert np.all(window == window[:1])  # no motion, whatever the kind
+            first = window[0]
+            if np.ptp(first) == 0:
+                kinds["flat"] += 1
+            elif np.array_equal(first[8:16, 8:16], first[:8, :8]):  # tiled noise repeats every 8 px
+                kinds["texture"] += 1
+            else:
+                kinds["frozen"] += 1
+    assert all(count > 0 for count in kinds.values()), kinds
+    with pytest.raises(ValueError, match="still_negative_fraction must be in"):
+        data.make_pair_dataset(paths, still_negative_fraction=1.5)
+
+
 def test_same_seed_same_batches(shards):
     _, paths, _ = shards
     first = batches(data.make_pair_dataset(paths, batch_size=8, seed=11), 3)
