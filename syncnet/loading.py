@@ -11,6 +11,7 @@ a Calibration or a path or None) into the objects, for every command and library
 """
 
 import contextlib
+import json
 import os
 import warnings
 import zipfile
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 KERAS_NUMPY2_WARNING = "__array__ implementation doesn't accept a copy keyword"
 
 DEFAULT_MODEL = "default"
+# A member of our own in a .keras zip: how its weights are stored (float16: half the file).
+STORAGE_NOTE = "syncnet.json"
+# Loading holds the weights' float32 values about twice (the file's copy and the variables):
+# measured 3.4 GB of peak memory for LatentSync's 1.6 GB of float32 weights (bench/bench_sync_loss_families.py).
+LOAD_MEMORY_FACTOR = 2.2
 # Names `load_model` accepts, and what each is. The published experts (syncnet_python's, Wav2Lip's)
 # cannot ship with the package (their licences, their size): `syncnet convert-weights` makes a .keras
 # file of each from its checkpoint (docs/experts.md), which `load_model` then reads by path.
@@ -97,6 +103,7 @@ def _store_weights_as_float16(keras_file: str):
 
         copy(src, dst)
     members["model.weights.h5"] = compact.getvalue()
+    members[STORAGE_NOTE] = json.dumps({"weights_dtype": "float16"})  # Keras reads its own members only
     with zipfile.ZipFile(keras_file, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, content in members.items():
             archive.writestr(name, content)
@@ -135,6 +142,7 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> "SyncNet":
     path = model_path(name_or_path)
     if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a file that is there
         raise UserError(f"{path}: not a Keras model file (a .keras file is a zip archive)")
+    check_memory(path)
     import keras
 
     from .models import EXPERT_MODELS
@@ -149,6 +157,41 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> "SyncNet":
     if model.calibration is None and name_or_path in (None, DEFAULT_MODEL) and default_calibration_path().is_file():
         model.calibration = load_calibration(default_calibration_path())
     return model
+
+
+def loading_memory(path) -> int:
+    """Bytes of memory loading a .keras file takes at its peak, about: its weights as float32, twice."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        if "model.weights.h5" not in names:
+            return 0
+        stored = archive.getinfo("model.weights.h5").file_size
+        note = json.loads(archive.read(STORAGE_NOTE)) if STORAGE_NOTE in names else {}
+    return int(LOAD_MEMORY_FACTOR * stored * (2 if note.get("weights_dtype") == "float16" else 1))
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still take without swapping: the kernel's MemAvailable, or the
+    container's limit less its usage where that is smaller; None where neither can be read."""
+    figures = []
+    try:
+        with open("/proc/meminfo") as meminfo:
+            figures += [int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:")]
+        with open("/sys/fs/cgroup/memory.max") as limit, open("/sys/fs/cgroup/memory.current") as usage:
+            text = limit.read().strip()
+            if text != "max":
+                figures.append(int(text) - int(usage.read()))
+    except OSError:
+        pass
+    return min(figures) if figures else None
+
+
+def check_memory(path):
+    """A clear error when loading `path` needs more memory than this machine has free, instead of
+    swapping for minutes (LatentSync's 401 M-weight expert takes about 3.4 GB)."""
+    need, have = loading_memory(path), available_memory()
+    if have is not None and need > have:
+        raise UserError(f"{path}: loading it needs about {need / 2**30:.1f} GB of memory, this machine has {have / 2**30:.1f} GB free")
 
 
 @contextlib.contextmanager

@@ -167,3 +167,25 @@ def test_groups_compare_every_window_with_every_audio_window_and_the_multiway_lo
     probability = np.array([[0.9, 0.1, 0.1, 0.1]], np.float32)
     balanced = BalancedBinaryCrossentropy()(labels[:1], probability).numpy()
     assert balanced == pytest.approx(-np.log(0.9), rel=1e-5)  # positives and negatives weigh alike
+
+
+def test_a_model_too_big_for_the_free_memory_is_refused_before_loading(tmp_path, monkeypatch, capsys):
+    """LatentSync's expert takes about 3.4 GB to load: on a machine without that much free, one line
+    instead of minutes of swapping. float16 storage counts double (the variables are float32)."""
+    from syncnet import loading
+    from syncnet.cli import main
+
+    model = build_model("tiny")
+    loading.save_model(model, tmp_path / "half.keras", float16_weights=True)
+    loading.save_model(model, tmp_path / "full.keras")
+    half, full = loading.loading_memory(tmp_path / "half.keras"), loading.loading_memory(tmp_path / "full.keras")
+    assert min(half, full) > 2 * 4 * model.count_params()  # the float32 weights, twice (tiny: HDF5 overhead adds)
+    monkeypatch.setattr(loading, "available_memory", lambda: full // 4)
+    with pytest.raises(ValueError, match=r"loading it needs about .* GB of memory, this machine has .* GB free"):
+        load_model(tmp_path / "full.keras")
+    from synthetic import write_clip
+
+    write_clip(tmp_path / "clip.mp4", seconds=1.0)
+    assert main(["score", "--model", str(tmp_path / "half.keras"), str(tmp_path / "clip.mp4")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "GB of memory" in error, error
