@@ -85,7 +85,9 @@ def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift
                 column = (distances.shape[1] - 1) // 2 - int(np.clip(own.offset_frames, -own.vshift, own.vshift))
                 column = int(np.clip(column, 0, distances.shape[1] - 1))
                 (scores.window_in_sync if step == 0 else scores.window_tampered).extend(distances[:, column])
-                (scores.speaking if step == 0 else scores.not_speaking).extend(_speaking_confidence(distances, own.offset_frames))
+                (scores.speaking if step == 0 else scores.not_speaking).extend(
+                    _speaking_confidence(distances, own.offset_frames, model.family.window_frames)
+                )
     if not scores.tampered[SCORES[0]]:
         raise UserError("no swapped pair could be scored: every other clip's audio ends before the faces appear")
     return scores
@@ -102,7 +104,7 @@ def _paired_track_scores(model, clip, audio: np.ndarray) -> list:
         windows = min(plan.windows, len(audio) - plan.start)
         if windows < 1:
             continue
-        paired = replace(plan, windows=windows, num_frames=windows + hp.WINDOW_FRAMES, vshift=min(plan.vshift, windows - 1))
+        paired = replace(plan, windows=windows, num_frames=windows + model.family.window_frames, vshift=min(plan.vshift, windows - 1))
         frames = plan.frame_embeddings[:windows]
         scores.append(track_score(model, paired, frames, audio[plan.start : plan.start + windows], Verdict()))
     return scores
@@ -121,12 +123,12 @@ def _track_distances(plan, audio: np.ndarray, comparison: str) -> np.ndarray | N
     )
 
 
-def _speaking_confidence(distances: np.ndarray, offset: int) -> np.ndarray:
+def _speaking_confidence(distances: np.ndarray, offset: int, window_frames: int) -> np.ndarray:
     """`syncnet speakers`' smoothed per-frame confidence of a track's distance table read at
     `offset`; the frames that have one."""
     from .speakers import DEFAULT_SMOOTH_FRAMES, smoothed, window_confidence
 
-    confidence = smoothed(window_confidence(distances, offset, len(distances) + hp.WINDOW_FRAMES), DEFAULT_SMOOTH_FRAMES)
+    confidence = smoothed(window_confidence(distances, offset, len(distances) + window_frames, window_frames), DEFAULT_SMOOTH_FRAMES)
     return confidence[np.isfinite(confidence)]
 
 

@@ -357,7 +357,7 @@ def score_chunk(
             report.offset_ms = 1000.0 * result.offset_seconds
             report.min_dist, report.confidence = result.min_dist, result.confidence
             report.sync_probability, report.tampered = result.sync_probability, result.tampered
-            report.windows = best.num_frames - hp.WINDOW_FRAMES
+            report.windows = best.num_frames - model.family.window_frames
             calibrated = result.tampered is not None
             reliable, evidence = offset_beats_chance(
                 result.confidence, report.windows, calibrated=calibrated, bar=min_confidence, placeholder=IN_SYNC_MIN_CONFIDENCE

@@ -223,7 +223,9 @@ def detect_speakers(
                 f"face track {track.track_id}: too short to read at offset {read_at:+d}; read at "
                 f"{np.clip(read_at, -track_vshift, track_vshift):+d}"
             )
-        confidence = smoothed(window_confidence(distances[track.track_id], read_at, track.end - track.start), smooth)
+        confidence = smoothed(
+            window_confidence(distances[track.track_id], read_at, track.end - track.start, model.family.window_frames), smooth
+        )
         confidences[track.track_id] = confidence
         frames = slice(track.start, track.end)
         # NaN compares False: frames without windows never win; nor do frames whose lips do not move
@@ -322,15 +324,15 @@ def speaking_threshold(model) -> float:
     return calibration.speaking_threshold
 
 
-def window_confidence(distances: np.ndarray, offset: int, num_frames: int) -> np.ndarray:
+def window_confidence(distances: np.ndarray, offset: int, num_frames: int, window_frames: int) -> np.ndarray:
     """(num_frames,) relative confidence of a track's frames at `offset` (clipped to the distances'
-    range), from its (windows, 2 vshift + 1) distances: window i lands on its middle frame i + 2;
-    frames without a window are NaN."""
+    range), from its (windows, 2 vshift + 1) distances: window i lands on its middle frame
+    i + window_frames // 2; frames without a window are NaN."""
     vshift = (distances.shape[1] - 1) // 2
     typical = float(np.median(distances.mean(axis=0)))  # the track's distance when out of sync
     column = vshift - int(np.clip(offset, -vshift, vshift))
     confidence = np.full(num_frames, np.nan, np.float32)
-    middle = hp.WINDOW_FRAMES // 2
+    middle = window_frames // 2
     confidence[middle : middle + len(distances)] = (typical - distances[:, column]) / max(typical, 1e-12)
     return confidence
 

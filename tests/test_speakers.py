@@ -129,13 +129,13 @@ def test_window_confidence_lands_on_the_middle_frame_at_the_offset():
     vshift, windows = 2, 6
     distances = np.full((windows, 2 * vshift + 1), 4.0, np.float32)
     distances[:, vshift - 1] = 1.0  # offset +1 is in sync: column vshift - offset
-    confidence = window_confidence(distances, 1, windows + hp.WINDOW_FRAMES)
+    confidence = window_confidence(distances, 1, windows + hp.WINDOW_FRAMES, hp.WINDOW_FRAMES)
     middle = hp.WINDOW_FRAMES // 2
     assert np.isnan(confidence[:middle]).all() and np.isnan(confidence[middle + windows :]).all()
     np.testing.assert_allclose(confidence[middle : middle + windows], 0.75)  # (4 - 1) / 4
-    np.testing.assert_allclose(window_confidence(distances, 0, windows + hp.WINDOW_FRAMES)[middle], 0.0)
+    np.testing.assert_allclose(window_confidence(distances, 0, windows + hp.WINDOW_FRAMES, hp.WINDOW_FRAMES)[middle], 0.0)
     # offsets beyond the searched range are read at its edge
-    assert window_confidence(distances, 9, windows + hp.WINDOW_FRAMES)[middle] == 0.0
+    assert window_confidence(distances, 9, windows + hp.WINDOW_FRAMES, hp.WINDOW_FRAMES)[middle] == 0.0
 
 
 def test_smoothing_skips_unknown_frames():
