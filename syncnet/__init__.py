@@ -32,6 +32,7 @@ _EXPORTS = {
     "Calibration": "syncnet.calibration",
     "fix_video": "syncnet.fixing",
     "load_media": "syncnet.video",
+    "expert_crops": "syncnet.faces",
     "Media": "syncnet.video",
     "mfcc": "syncnet.audio",
     "UserError": "syncnet.errors",

@@ -7,6 +7,10 @@ Two passes over the frames, so memory stays bounded in video length and smoothin
    crops: a 112x112 grayscale mouth (the `paper` preset), syncnet_python's 224x224 RGB face crop
    (the `syncnet_v2` preset) or vvadlrs3's 50x100 RGB lip crop (the `lips` preset).
 
+`expert_crops` runs both passes over one face's frames held in memory (or from given landmarks) and
+returns what a generator trained with an expert should emit: each family's crop, whole faces for the
+families whose expert reads their lower half.
+
 Detection is dlib's HOG frontal-face detector (upsample 0), which sees faces of about 80 px and
 up. Two ways of running it:
 
@@ -310,7 +314,9 @@ def _skipped_frames(frame_status: bytearray, tracks: list[FaceTrack]) -> dict[st
     return {reason: count for reason, count in counts.items() if count}
 
 
-def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+def crop_tracks(
+    frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str, *, whole_faces: bool = False
+) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
     """Pass 2: (frame index, {track_id: crop}) for every frame where at least one track is active.
 
     kind "mouth": (112, 112) uint8 grayscale mouth crops, from grayscale (H, W) frames or RGB ones.
@@ -321,6 +327,8 @@ def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str
     it (its face detector's box, resized to 96 x 96: `face_boxes` stands in for that box).
     kind "latentsync_face": (128, 256, 3) uint8 RGB, the lower half of a 256 x 256 face aligned as
     LatentSync aligns them (`latentsync_alignments`: brows and nose onto its template).
+    whole_faces: for "lower_face" and "latentsync_face", the whole (96, 96, 3) / (256, 256, 3) face
+    the lower half is cut from (what a generator of that family emits).
     `frames` must be the frames `find_face_tracks` saw (`frames_to_crop` decodes them as needed).
     """
     if kind == "mouth":
@@ -350,13 +358,61 @@ def crop_tracks(frames: Iterable[np.ndarray], tracks: list[FaceTrack], kind: str
                 elif kind == "face":
                     crops[track.track_id] = _resized(_crop(frame, box, fill=FACE_PAD_VALUE), hp.FACE_CROP_SIZE)
                 elif kind == "lower_face":
-                    crops[track.track_id] = _resized(_crop(frame, box, fill=0), hp.WAV2LIP_FACE_SIZE)[hp.WAV2LIP_FACE_SIZE // 2 :]
+                    face = _resized(_crop(frame, box, fill=0), hp.WAV2LIP_FACE_SIZE)
+                    crops[track.track_id] = face if whole_faces else face[hp.WAV2LIP_FACE_SIZE // 2 :]
                 elif kind == "latentsync_face":
-                    crops[track.track_id] = latentsync_face(frame, box)[LATENTSYNC_FACE_SIZE // 2 :]
+                    face = latentsync_face(frame, box)
+                    crops[track.track_id] = face if whole_faces else face[LATENTSYNC_FACE_SIZE // 2 :]
                 else:
                     crops[track.track_id] = _fitted(_crop(frame, box, fill=0), hp.LIP_CROP_HEIGHT, hp.LIP_CROP_WIDTH)
         if crops:
             yield index, crops
+
+
+def expert_crops(expert, frames, landmarks=None) -> np.ndarray:
+    """What a generator trained with `expert` should emit, cut from real frames exactly as scoring cuts
+    them for that expert: the targets of its reconstruction loss and the real frames beside its output.
+
+    expert: an expert model (`syncnet.load_model()`'s) or its `family`. frames: (n, H, W, 3) uint8
+    RGB frames of one face, consecutive (crop boxes are smoothed over time) - video frames or larger
+    face crops. landmarks: optional (n, 68, 2) dlib 68-point landmarks (x, y in frame pixels), one set
+    per frame, e.g. from a dataset's preprocessing; without them the face is followed with
+    `find_face_tracks` (the longest face track, which must cover every frame).
+
+    Returns (n, *size, C) uint8 in [0, 255], RGB or gray as the family reads (C = family.channels):
+    size = `family.frame_size` (`paper`: 112 x 112 gray mouths; `syncnet_v2`: 224 px faces; `lips`:
+    50 x 100), or `family.generator_face` for families whose expert reads the lower half of a
+    generator's face (`wav2lip`: whole 96 x 96 faces; `latentsync`: whole aligned 256 x 256 faces),
+    whose lower half `SyncLoss` takes itself. Give them to `SyncLoss` with `value_range=(0, 255)` and
+    `channel_order="rgb"`, or scale them to the generator's range first.
+    """
+    family = getattr(expert, "family", expert)
+    if not hasattr(family, "crop"):
+        raise UserError(f"expert_crops needs an expert model or its family, got {type(expert).__name__}")
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or (frames.ndim == 4 and frames.shape[-1] != 3):
+        raise UserError(f"frames must be uint8 (n, H, W, 3) RGB (or (n, H, W) gray for mouths), got {frames.dtype} {frames.shape}")
+    if len(frames) == 0:
+        raise UserError("frames is empty")
+    if landmarks is None:
+        tracks = find_face_tracks(frames, min_track=1).tracks
+        if not tracks:
+            raise UserError("no face found in the frames: pass their 68-point landmarks")
+        track = max(tracks, key=lambda track: track.end - track.start)
+        if track.start > 0 or track.end < len(frames):
+            raise UserError(
+                f"a face was followed in frames {track.start}..{track.end - 1} of 0..{len(frames) - 1} only: "
+                "trim the frames to where the face is, or pass their 68-point landmarks"
+            )
+    else:
+        landmarks = np.asarray(landmarks, np.float32)
+        if landmarks.shape != (len(frames), 68, 2):
+            raise UserError(f"landmarks must be (n, 68, 2) for {len(frames)} frames, got {landmarks.shape}")
+        if not np.isfinite(landmarks).all():
+            raise UserError("landmarks contain NaN or Inf")
+        track = FaceTrack(track_id=0, start=0, landmarks=landmarks, detected=np.ones(len(frames), bool))
+    crops = np.stack([crop[track.track_id] for _, crop in crop_tracks(frames, [track], family.crop, whole_faces=True)])
+    return crops[..., None] if crops.ndim == 3 else crops
 
 
 def frames_to_crop(media, kind: str) -> Iterator[np.ndarray]:
