@@ -33,11 +33,9 @@ to [-1, 1] itself. GroupNorm has no running statistics, so `batch_statistics` ch
 import keras
 from keras import ops
 
-from ..calibration import Calibration
 from ..errors import UserError
-from .family import LATENTSYNC, FamilyMethods
-from .siamese import check_shape
-from .wav2lip import PROBABILITY_EPSILON, l2_normalize
+from .cosine import CosineExpert
+from .family import LATENTSYNC
 
 GROUPS = 32
 GROUP_NORM_EPSILON = 1e-6
@@ -262,16 +260,15 @@ class DownEncoder(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="syncnet")
-class LatentSyncNet(FamilyMethods, keras.Model):
-    """LatentSync's expert. `{"frames": (batch, 16, 128, 256, 3) RGB lower faces in [0, 255], "audio":
-    (batch, 80, 52) mel}` -> `{"distance": 1 - cosine, "probability": cosine}`. `config`: LatentSync's
-    `model:` configuration (default: the published 1.5 / 1.6 one); `version`: "1.5", "1.0" or None
-    (a configuration of one's own)."""
+class LatentSyncNet(CosineExpert):
+    """LatentSync's expert (see CosineExpert): frames (batch, 16, 128, 256, 3) RGB lower faces in
+    [0, 255], audio (batch, 80, 52) mel. `config`: LatentSync's `model:` configuration (default: the
+    published 1.5 / 1.6 one); `version`: "1.5", "1.0" or None (a configuration of one's own)."""
 
     family = LATENTSYNC
 
     def __init__(self, config=None, version=None, calibration=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(calibration=calibration, **kwargs)
         if config is None:
             config, version = PUBLISHED["1.5"][0], "1.5"
         self.config = {encoder: dict(config[encoder]) for encoder in ENCODERS}
@@ -280,11 +277,8 @@ class LatentSyncNet(FamilyMethods, keras.Model):
         self.visual_encoder = DownEncoder(**self.config["visual_encoder"], name="visual_encoder", dtype=self.dtype_policy)
         self.visual_encoder.build((None, *self.family.frame_size, self.config["visual_encoder"]["in_channels"]))
         self.audio_encoder.build((None, *self.family.audio_shape, self.config["audio_encoder"]["in_channels"]))
-        self.calibration = calibration
         self.built = True
 
-    frame_shape = property(lambda self: self.family.frame_shape)
-    audio_shape = property(lambda self: self.family.audio_shape)
     embedding_dim = property(lambda self: self.config["visual_encoder"]["block_out_channels"][-1])
 
     @property
@@ -298,47 +292,14 @@ class LatentSyncNet(FamilyMethods, keras.Model):
             + ")"
         )
 
-    def embed_frames(self, frames, training=False, batch_statistics=False):
-        """(batch, 16, 128, 256, 3) RGB pixels in [0, 255] -> (batch, 2048) unit vectors.
-        `training` and `batch_statistics` change nothing (GroupNorm, no dropout); kept for the
-        interface every expert offers."""
-        check_shape("frames", frames, (None, *self.frame_shape))
-        frames = ops.cast(frames, self.compute_dtype) / 127.5 - 1.0
-        # (b, t, h, w, c) -> (b, h, w, t, c) -> channels 3 t + c: LatentSync's "b f c h w -> b (f c) h w"
-        height, width = self.family.frame_size
-        stacked = ops.reshape(ops.transpose(frames, (0, 2, 3, 1, 4)), (-1, height, width, 3 * self.family.window_frames))
-        return l2_normalize(self.visual_encoder(stacked))
+    def encode_visual(self, stacked, training, batch_statistics):
+        return self.visual_encoder(stacked)  # GroupNorm and no dropout: neither flag changes anything
 
-    def embed_audio(self, audio, training=False, batch_statistics=False):
-        """(batch, 80, 52) mel windows -> (batch, 2048) unit vectors."""
-        check_shape("audio", audio, (None, *self.audio_shape))
-        return l2_normalize(self.audio_encoder(ops.expand_dims(ops.cast(audio, self.compute_dtype), -1)))
-
-    def similarity(self, visual, audio):
-        """Cosine similarity of unit embeddings, float32: LatentSync's P(in sync)."""
-        return ops.sum(ops.cast(visual, "float32") * ops.cast(audio, "float32"), axis=-1)
-
-    def distance_probability(self, distance):
-        """P(in sync) of a distance (1 - cosine): the cosine similarity."""
-        return 1.0 - distance
-
-    def sync_logits(self, visual, audio):
-        """log-odds of P(in sync) = the cosine similarity, float32."""
-        p = ops.clip(self.similarity(visual, audio), PROBABILITY_EPSILON, 1.0 - PROBABILITY_EPSILON)
-        return ops.log(p) - ops.log1p(-p)
-
-    def call(self, inputs, training=None):
-        similarity = self.similarity(self.embed_frames(inputs["frames"]), self.embed_audio(inputs["audio"]))
-        return {"distance": 1.0 - similarity, "probability": similarity}
+    def encode_audio(self, audio, training, batch_statistics):
+        return self.audio_encoder(audio)
 
     def get_config(self):
-        calibration = None if self.calibration is None else self.calibration.to_dict()
-        return {**super().get_config(), "config": self.config, "version": self.version, "calibration": calibration}
-
-    @classmethod
-    def from_config(cls, config):
-        calibration = config.pop("calibration", None)
-        return cls(**config, calibration=None if calibration is None else Calibration.from_dict(calibration))
+        return {**super().get_config(), "config": self.config, "version": self.version}
 
 
 # --- The published checkpoints -----------------------------------------------------------------

@@ -21,10 +21,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from ..calibration import Calibration
 from ..errors import UserError
-from .family import WAV2LIP, FamilyMethods
-from .siamese import check_shape
+from .cosine import CosineExpert
+from .family import WAV2LIP
 
 # (filters, kernel, strides, padding, residual), Wav2Lip's models/syncnet.py SyncNet_color.
 FACE_PLAN = (
@@ -63,10 +62,6 @@ AUDIO_PLAN = (
     (512, 1, 1, 0, False),
 )
 BN_EPSILON = 1e-5  # PyTorch's default
-NORMALIZE_EPSILON = 1e-12  # F.normalize's floor on the norm
-# P(in sync) is the cosine similarity itself; its log-odds are taken with it clipped this far from 0
-# and 1 (PyTorch's BCELoss clamps the log at -100 instead: the loss differs only past p < 1e-7).
-PROBABILITY_EPSILON = 1e-7
 
 
 @keras.saving.register_keras_serializable(package="syncnet")
@@ -146,85 +141,34 @@ class ConvEncoder(keras.layers.Layer):
         return {**super().get_config(), "plan": self.plan, "width": self.width}
 
 
-def l2_normalize(x):
-    return x / ops.maximum(ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True)), NORMALIZE_EPSILON)
-
-
 @keras.saving.register_keras_serializable(package="syncnet")
-class Wav2LipSyncNet(FamilyMethods, keras.Model):
-    """Wav2Lip's expert. `{"frames": (batch, 5, 48, 96, 3) RGB lower faces in [0, 255], "audio":
-    (batch, 80, 16) mel}` -> `{"distance": 1 - cosine, "probability": cosine}`. `width` < 1 makes a
-    narrower network of the same shape (tests, quick runs); the published one is width 1."""
+class Wav2LipSyncNet(CosineExpert):
+    """Wav2Lip's expert (see CosineExpert): frames (batch, 5, 48, 96, 3) RGB lower faces in [0, 255],
+    audio (batch, 80, 16) mel. `width` < 1 makes a narrower network of the same shape (tests, quick
+    runs); the published one is width 1."""
 
     family = WAV2LIP
+    preset = "wav2lip"  # the shards it reads (`syncnet preprocess --preset`): any width reads the same
 
     def __init__(self, width: float = 1.0, calibration=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(calibration=calibration, **kwargs)
         self.width = width
         self.face_encoder = ConvEncoder(FACE_PLAN, width, name="face_encoder", dtype=self.dtype_policy)
         self.audio_encoder = ConvEncoder(AUDIO_PLAN, width, name="audio_encoder", dtype=self.dtype_policy)
         self.face_encoder.build((None, *self.family.frame_size, 3 * self.family.window_frames))
         self.audio_encoder.build((None, *self.family.audio_shape, 1))
-        self.calibration = calibration
         self.built = True
 
-    preset = "wav2lip"  # the shards it reads (`syncnet preprocess --preset`): any width reads the same
-    frame_shape = property(lambda self: self.family.frame_shape)
-    audio_shape = property(lambda self: self.family.audio_shape)
     embedding_dim = property(lambda self: max(1, round(FACE_PLAN[-1][0] * self.width)))
 
-    def embed_frames(self, frames, training=False, batch_statistics=False):
-        """(batch, 5, 48, 96, 3) RGB pixels in [0, 255] -> (batch, 512) unit vectors."""
-        check_shape("frames", frames, (None, *self.frame_shape))
-        frames = ops.cast(frames, self.compute_dtype) / 255.0
-        # (b, t, h, w, c) -> (b, h, w, t, c) -> channels 3 t + c, as Wav2Lip concatenates its frames
-        height, width = self.family.frame_size
-        stacked = ops.reshape(ops.transpose(frames, (0, 2, 3, 1, 4)), (-1, height, width, 3 * self.family.window_frames))
-        return l2_normalize(self.face_encoder(stacked, training=training, batch_statistics=batch_statistics))
+    def encode_visual(self, stacked, training, batch_statistics):
+        return self.face_encoder(stacked, training=training, batch_statistics=batch_statistics)
 
-    def embed_audio(self, audio, training=False, batch_statistics=False):
-        """(batch, 80, 16) mel windows -> (batch, 512) unit vectors."""
-        check_shape("audio", audio, (None, *self.audio_shape))
-        audio = ops.expand_dims(ops.cast(audio, self.compute_dtype), -1)
-        return l2_normalize(self.audio_encoder(audio, training=training, batch_statistics=batch_statistics))
-
-    def similarity(self, visual, audio):
-        """Cosine similarity of unit embeddings, float32: Wav2Lip's P(in sync)."""
-        return ops.sum(ops.cast(visual, "float32") * ops.cast(audio, "float32"), axis=-1)
-
-    def distance_probability(self, distance):
-        """P(in sync) of a distance (1 - cosine): the cosine similarity."""
-        return 1.0 - distance
-
-    def sync_logits(self, visual, audio):
-        """log-odds of P(in sync) = the cosine similarity, float32."""
-        p = ops.clip(self.similarity(visual, audio), PROBABILITY_EPSILON, 1.0 - PROBABILITY_EPSILON)
-        return ops.log(p) - ops.log1p(-p)
-
-    def call(self, inputs, training=None):
-        """Pairs - frames (batch, 5, 48, 96, 3) with audio (batch, 80, 16) - give (batch,); groups -
-        frames (batch, k, ...) with audio (batch, k, 80, 16) - every window of a group against every
-        audio window of it, (batch, k, k), each embedded once (the multi-way loss)."""
-        frames, audio = inputs["frames"], inputs["audio"]
-        if len(audio.shape) == 4:
-            group = audio.shape[1]
-            visual = ops.reshape(
-                self.embed_frames(ops.reshape(frames, (-1, *self.frame_shape)), training), (-1, group, 1, self.embedding_dim)
-            )
-            heard = ops.reshape(self.embed_audio(ops.reshape(audio, (-1, *self.audio_shape)), training), (-1, 1, group, self.embedding_dim))
-        else:
-            visual, heard = self.embed_frames(frames, training), self.embed_audio(audio, training)
-        similarity = self.similarity(visual, heard)
-        return {"distance": 1.0 - similarity, "probability": similarity}
+    def encode_audio(self, audio, training, batch_statistics):
+        return self.audio_encoder(audio, training=training, batch_statistics=batch_statistics)
 
     def get_config(self):
-        calibration = None if self.calibration is None else self.calibration.to_dict()
-        return {**super().get_config(), "width": self.width, "calibration": calibration}
-
-    @classmethod
-    def from_config(cls, config):
-        calibration = config.pop("calibration", None)
-        return cls(**config, calibration=None if calibration is None else Calibration.from_dict(calibration))
+        return {**super().get_config(), "width": self.width}
 
 
 # --- The published checkpoint ------------------------------------------------------------------
