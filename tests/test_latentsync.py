@@ -7,6 +7,7 @@ checkpoints a user may hand the converter."""
 
 import numpy as np
 import pytest
+from expert_checks import example_calibration, refused
 
 from syncnet.cli import main
 from syncnet.convert import convert_weights, recognise
@@ -232,22 +233,8 @@ def test_convert_weights_says_what_it_found(expert, tmp_path, capsys):
 
 
 def test_round_trip_keeps_family_configuration_and_calibration(converted, tmp_path):
-    from syncnet.calibration import Calibration
-
     model = load_model(converted)
-    model.calibration = Calibration(
-        score="confidence",
-        threshold=0.05,
-        logistic_slope=-30.0,
-        auc=0.9,
-        eer=0.1,
-        balanced_accuracy=0.9,
-        false_alarm_rate=0.1,
-        miss_rate=0.1,
-        num_real=20,
-        num_swapped=20,
-        speaking_threshold=0.02,
-    )
+    model.calibration = example_calibration()
     save_model(model, tmp_path / "again.keras")
     again = load_model(tmp_path / "again.keras")
     assert again.family is LATENTSYNC and again.calibration.to_dict() == model.calibration.to_dict()
@@ -316,18 +303,6 @@ def test_wrong_shapes_into_the_model_are_refused():
 
 
 # --- Bad checkpoints: one clear line, nothing written ---------------------------------------------
-
-
-def refused(capsys, tmp_path, source, *expected):
-    out = tmp_path / "out" / "expert.keras"
-    out.parent.mkdir(exist_ok=True)
-    assert main(["convert-weights", str(source), str(out)]) == 1
-    error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and "Traceback" not in error, error
-    for text in expected:
-        assert text in error, error
-    assert list(out.parent.iterdir()) == []
-    return error
 
 
 def test_other_families_files_are_recognised_as_what_they_are():

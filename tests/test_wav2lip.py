@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from expert_checks import example_calibration, refused
 
 from syncnet.cli import main
 from syncnet.convert import convert_weights
@@ -163,22 +164,8 @@ def test_batch_statistics_match_pytorch_train_mode_and_leave_the_expert_unchange
 
 
 def test_round_trip_keeps_family_and_calibration(converted, tmp_path):
-    from syncnet.calibration import Calibration
-
     model = load_model(converted)
-    model.calibration = Calibration(
-        score="confidence",
-        threshold=0.05,
-        logistic_slope=-30.0,
-        auc=0.9,
-        eer=0.1,
-        balanced_accuracy=0.9,
-        false_alarm_rate=0.1,
-        miss_rate=0.1,
-        num_real=20,
-        num_swapped=20,
-        speaking_threshold=0.02,
-    )
+    model.calibration = example_calibration()
     save_model(model, tmp_path / "again.keras")
     again = load_model(tmp_path / "again.keras")
     assert again.family.name == "wav2lip" and again.calibration.to_dict() == model.calibration.to_dict()
@@ -195,18 +182,6 @@ def test_dataparallel_prefix_and_bare_state_dict_zip_format(expert, tmp_path):
 
 
 # --- Bad checkpoints: one clear line, nothing written ---------------------------------------------
-
-
-def refused(capsys, tmp_path, source, *expected):
-    out = tmp_path / "out" / "expert.keras"
-    out.parent.mkdir()
-    assert main(["convert-weights", str(source), str(out)]) == 1
-    error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and "Traceback" not in error, error
-    for text in expected:
-        assert text in error, error
-    assert list(out.parent.iterdir()) == []
-    return error
 
 
 def test_truncated_published_file_is_refused(capsys, tmp_path):
@@ -231,7 +206,6 @@ def test_generator_and_quality_discriminator_are_named(expert, capsys, tmp_path)
     refused(capsys, tmp_path, tmp_path / "wav2lip.pth", "Wav2Lip's generator")
     disc = {"face_encoder_blocks.0.0.conv_block.0.weight": torch.zeros(1), "binary_pred.weight": torch.zeros(1)}
     torch.save({"state_dict": disc}, tmp_path / "visual_quality_disc.pth")
-    (tmp_path / "out").rmdir()
     refused(capsys, tmp_path, tmp_path / "visual_quality_disc.pth", "visual quality discriminator")
 
 
