@@ -102,12 +102,11 @@ def compiled_towers(model) -> Towers:
     def compiled(function, shape):
         return tf.function(function, input_signature=[tf.TensorSpec((None, *shape), tf.float32)])
 
-    frame_encoder = getattr(model, "frame_encoder", None)  # only the `lips` preset has one
     return Towers(
-        encode_frames=None if frame_encoder is None else compiled(model.encode_frames, model.frame_shape[1:]),
-        embed_features=compiled(getattr(model, "embed_features", model.embed_frames), getattr(model, "feature_shape", model.frame_shape)),
+        encode_frames=None if model.frame_encoder is None else compiled(model.encode_frames, model.frame_shape[1:]),
+        embed_features=compiled(model.embed_features, model.feature_shape),
         embed_audio=compiled(model.embed_audio, model.audio_shape),
-        feature_shape=getattr(model, "feature_shape", model.frame_shape),
+        feature_shape=model.feature_shape,
         embedding_dim=model.embedding_dim,
         family=model.family,
     )

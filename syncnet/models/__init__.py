@@ -10,8 +10,9 @@ from .losses import BalancedBinaryCrossentropy, ContrastiveLoss, MultiwayLoss
 from .siamese import SyncNet, check_shape
 from .wav2lip import Wav2LipSyncNet
 
-# Every class a loaded expert can be: each has `family`, `frame_shape`, `audio_shape`,
-# `embed_frames`, `embed_audio`, `sync_logits`, `distance_probability` and `calibration`.
+# Every class a loaded expert can be: each has `family`, `frame_shape`, `audio_shape`, `embed_frames`,
+# `embed_audio`, `sync_logits`, `distance_probability` and `calibration`, and what scoring and shards
+# feed the visual tower: `frame_encoder` (None but for `lips`), `feature_shape`, `embed_features`.
 EXPERT_MODELS = (SyncNet, Wav2LipSyncNet, LatentSyncNet)
 
 # Every preset `build_model` makes - what `syncnet preprocess` and `syncnet train --preset` take - by

@@ -35,6 +35,9 @@ class CosineExpert(FamilyMethods, keras.Model):
 
     frame_shape = property(lambda self: self.family.frame_shape)
     audio_shape = property(lambda self: self.family.audio_shape)
+    # No frozen per-frame encoder (as the `lips` preset has): what the visual tower reads is the frames.
+    frame_encoder = None
+    feature_shape = frame_shape
 
     def encode_visual(self, stacked, training, batch_statistics):
         """(batch, H, W, 3 T) frames in the family's range -> (batch, embedding_dim)."""
@@ -55,6 +58,10 @@ class CosineExpert(FamilyMethods, keras.Model):
         # (b, t, h, w, c) -> (b, h, w, t, c) -> channels 3 t + c: the published networks' frame stacking
         stacked = ops.reshape(ops.transpose(frames, (0, 2, 3, 1, 4)), (-1, height, width, 3 * self.family.window_frames))
         return l2_normalize(self.encode_visual(stacked, training, batch_statistics))
+
+    def embed_features(self, features, training=False):
+        """What scoring and shards call the visual tower with: here, windows of frames."""
+        return self.embed_frames(features, training)
 
     def embed_audio(self, audio, training=False, batch_statistics=False):
         """(batch, *audio_shape) windows of the family's features -> (batch, embedding_dim) unit vectors."""
