@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import hyperparameters as hp
-from .calibration import DEFAULT_SWAPS, SCORES, Calibration, fit_calibration, save_calibration, score_value
+from .calibration import DEFAULT_SWAPS, SCORES, Calibration, fit_calibration, save_calibration, scaled_confidence, score_value
 from .embedding import progress_bar
 from .errors import UserError, one_line
 from .files import check_writable
@@ -41,6 +41,8 @@ class PairScores:
     # the best face's window distances at the clip's own offset, under its own audio and the swapped ones
     window_in_sync: list = field(default_factory=list)
     window_tampered: list = field(default_factory=list)
+    # each swapped pair's LSE-C scaled to calibration.CHANCE_WINDOWS windows: where chance lands
+    chance: list = field(default_factory=list)
 
 
 def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift: int = hp.VSHIFT, progress: bool = False) -> PairScores:
@@ -77,6 +79,8 @@ def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift
                 continue
             for name in SCORES:
                 (scores.in_sync if step == 0 else scores.tampered)[name].append(score_value(best, name))
+            if step > 0:
+                scores.chance.append(scaled_confidence(best.confidence, best.num_frames - model.family.window_frames))
             own = best if step == 0 else own
             if own is not None:
                 distances = _track_distances(clip.plans[own.track_id], audio, model.family.comparison)
@@ -148,6 +152,7 @@ def calibrate(
         speaking=scores.speaking,
         not_speaking=scores.not_speaking,
         window_distances=(scores.window_in_sync, scores.window_tampered),
+        chance=scores.chance,
     )
     return calibration, scores.skipped
 

@@ -66,6 +66,9 @@ class Calibration:
     # weighted equally - {"scale", "bias"}, for a model whose head was never trained (a converted
     # syncnet_v2: its sync loss is then on the recipes' scale). None: not fitted.
     sync_head: dict | None = None
+    # LSE-C, scaled to CHANCE_WINDOWS windows, that unrelated audio's best offset reaches: the 95th
+    # percentile over the swapped pairs (`offset_beats_chance`'s bar for this model). None: not fitted.
+    chance_confidence: float | None = None
 
     def score_of(self, track) -> float:
         """This calibration's score of a scoring.TrackScore (a video's: its `ScoreResult.best`)."""
@@ -87,12 +90,14 @@ class Calibration:
         if data.get("version") not in (1, FORMAT_VERSION):
             raise UserError(f"unsupported calibration version {data.get('version')!r} (expected {FORMAT_VERSION})")
         fields = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        missing = set(cls.__dataclass_fields__) - set(fields) - {"model", "auc_by_score", "speaking_threshold", "sync_head"}
+        missing = (
+            set(cls.__dataclass_fields__) - set(fields) - {"model", "auc_by_score", "speaking_threshold", "sync_head", "chance_confidence"}
+        )
         if missing:
             raise UserError(f"calibration is missing {', '.join(sorted(missing))}")
         if fields["score"] not in SCORES:
             raise UserError(f"calibration score {fields['score']!r} is not one of {', '.join(SCORES)}")
-        optional = [name for name in ("speaking_threshold",) if fields.get(name) is not None]
+        optional = [name for name in ("speaking_threshold", "chance_confidence") if fields.get(name) is not None]
         for name in ("threshold", "logistic_slope", *optional):
             if not isinstance(fields[name], (int, float)) or not math.isfinite(fields[name]):
                 raise UserError(f"calibration {name} must be a finite number, got {fields[name]!r}")
@@ -135,8 +140,8 @@ def save_calibration(calibration: Calibration, path):
 # --- How much evidence an offset needs -----------------------------------------------------------
 
 # The chance bar on LSE-C for an offset found in `windows` 5-frame windows, for a model with a
-# calibration (`offset_beats_chance`), at CHANCE_WINDOWS windows (a 4 s stretch). Measured with the
-# shipped expert on 4 s chunks of 9 real clips with another clip's audio (28 chunks: unrelated
+# calibration that has no `chance_confidence` of its own (`offset_beats_chance`), at CHANCE_WINDOWS
+# windows (a 4 s stretch). Measured with the shipped expert of 2026-12-01 on 4 s chunks of 9 real clips with another clip's audio (28 chunks: unrelated
 # audio, whose best offset is chance): LSE-C 0.17-0.71, median 0.45, one above 0.65; the same clips
 # with their own audio 0.68-3.13 (in sync: 0.9 and up), and the 320 ms delayed
 # *demo_output_test_offset_12.avi 0.70, 0.81 and 0.88 at -8 (`syncnet monitor`'s 4 s chunks).
@@ -144,12 +149,15 @@ CHANCE_WINDOWS = 95
 CHANCE_LSE_C = 0.65
 
 
-def offset_beats_chance(confidence: float, windows: int, *, calibrated: bool, bar: float | None = None, placeholder: float):
+def offset_beats_chance(
+    confidence: float, windows: int, *, calibrated: bool, bar: float | None = None, placeholder: float, chance: float | None = None
+):
     """(whether an offset found with LSE-C `confidence` over `windows` windows beats chance, the
     figure that says so, for a `verdict_reason`).
 
     `bar` given: LSE-C above it. Else, for a calibrated model: LSE-C scaled to CHANCE_WINDOWS windows,
-    LSE-C * sqrt(windows / CHANCE_WINDOWS), above CHANCE_LSE_C. Unrelated audio's best offset is the
+    LSE-C * sqrt(windows / CHANCE_WINDOWS), above `chance` (the calibration's `chance_confidence`;
+    None: CHANCE_LSE_C). Unrelated audio's best offset is the
     minimum of 2 vshift + 1 mean distances whose noise falls as 1 / sqrt(windows), so a stretch half
     as long needs sqrt(2) times the LSE-C, and a whole clip of 1000 windows a third of it. Without a
     calibration: LSE-C above `placeholder`, the uncalibrated verdict's bar (offsets.IN_SYNC_MIN_CONFIDENCE).
@@ -158,11 +166,18 @@ def offset_beats_chance(confidence: float, windows: int, *, calibrated: bool, ba
         bar = placeholder if bar is None else bar
         beats = confidence > bar
         return beats, f"LSE-C {confidence:.2f} {'>' if beats else '<='} {bar:g}"
-    scaled = confidence * math.sqrt(max(windows, 1) / CHANCE_WINDOWS)
-    beats = scaled > CHANCE_LSE_C
-    return beats, (
-        f"LSE-C {confidence:.2f} over {windows} windows ({scaled:.2f} at {CHANCE_WINDOWS}) {'>' if beats else '<='} chance {CHANCE_LSE_C:g}"
+    chance = CHANCE_LSE_C if chance is None else chance
+    scaled = scaled_confidence(confidence, windows)
+    beats = scaled > chance
+    return (
+        beats,
+        f"LSE-C {confidence:.2f} over {windows} windows ({scaled:.2f} at {CHANCE_WINDOWS}) {'>' if beats else '<='} chance {chance:.3g}",
     )
+
+
+def scaled_confidence(confidence: float, windows: int) -> float:
+    """LSE-C over `windows` windows as it would read over CHANCE_WINDOWS (noise falls as 1 / sqrt(windows))."""
+    return confidence * math.sqrt(max(windows, 1) / CHANCE_WINDOWS)
 
 
 # --- Fitting ------------------------------------------------------------------------------------
@@ -177,6 +192,7 @@ def fit_calibration(
     speaking=None,
     not_speaking=None,
     window_distances: tuple | None = None,
+    chance=None,
 ) -> Calibration:
     """Pick the score that separates best and fit its verdict.
 
@@ -186,6 +202,8 @@ def fit_calibration(
     speaking, not_speaking: per-frame speaker confidences of faces under their own and under swapped
     audio; when given, `speaking_threshold` is the one with the best balanced accuracy on them.
     window_distances: (in-sync, swapped) window distances; when given, `sync_head` is fitted on them.
+    chance: the swapped pairs' LSE-C scaled to CHANCE_WINDOWS windows; when given, `chance_confidence`
+    is their 95th percentile.
     """
     auc_by_score = {name: roc_auc(in_sync[name], tampered[name]) for name in in_sync}
     # ties (every candidate separates a small set perfectly): the one with the widest gap
@@ -216,6 +234,7 @@ def fit_calibration(
         if speaking is None
         else fit_threshold(np.asarray(speaking, np.float64), np.asarray(not_speaking, np.float64)),
         sync_head=None if window_distances is None else fit_sync_head(*window_distances),
+        chance_confidence=None if not chance else float(np.percentile(chance, 95)),
     )
 
 

@@ -358,9 +358,14 @@ def score_chunk(
             report.min_dist, report.confidence = result.min_dist, result.confidence
             report.sync_probability, report.tampered = result.sync_probability, result.tampered
             report.windows = best.num_frames - model.family.window_frames
-            calibrated = result.tampered is not None
+            calibration = model.calibration  # score_media's verdict is the model's own
             reliable, evidence = offset_beats_chance(
-                result.confidence, report.windows, calibrated=calibrated, bar=min_confidence, placeholder=IN_SYNC_MIN_CONFIDENCE
+                result.confidence,
+                report.windows,
+                calibrated=calibration is not None,
+                bar=min_confidence,
+                placeholder=IN_SYNC_MIN_CONFIDENCE,
+                chance=None if calibration is None else calibration.chance_confidence,
             )
             if result.in_sync:
                 report.verdict, report.verdict_reason = IN_SYNC, result.verdict_reason

@@ -209,7 +209,7 @@ def detect_speakers(
     if offset is not None:
         offset_source, offsets = "fixed", {track_id: offset for track_id in searches}
     else:
-        offset_source, offsets, offset = shared_offset(embedded.plans, searches, moving, calibrated=calibration is not None)
+        offset_source, offsets, offset = shared_offset(embedded.plans, searches, moving, calibration=calibration)
 
     num_frames = embedded.media.num_frames
     best_confidence = np.full(num_frames, -np.inf, np.float32)
@@ -283,7 +283,7 @@ def _moving_std(values: np.ndarray, width: int) -> np.ndarray:
     return np.sqrt(np.maximum(square.astype(np.float64) - mean.astype(np.float64) ** 2, 0.0))
 
 
-def shared_offset(plans: dict, searches: dict, moving: dict, *, calibrated: bool) -> tuple[str, dict, int | None]:
+def shared_offset(plans: dict, searches: dict, moving: dict, *, calibration) -> tuple[str, dict, int | None]:
     """(offset_source, track id -> the offset its confidence is read at, the top-level offset).
 
     A file has one audio-video offset, and a speaking face finds it; a silent face's own best offset
@@ -300,7 +300,10 @@ def shared_offset(plans: dict, searches: dict, moving: dict, *, calibrated: bool
 
     def beats(track_id):
         windows = plans[track_id].windows
-        return offset_beats_chance(searches[track_id].confidence, windows, calibrated=calibrated, placeholder=IN_SYNC_MIN_CONFIDENCE)[0]
+        chance = None if calibration is None else calibration.chance_confidence
+        return offset_beats_chance(
+            searches[track_id].confidence, windows, calibrated=calibration is not None, placeholder=IN_SYNC_MIN_CONFIDENCE, chance=chance
+        )[0]
 
     own = {track_id: search.offset for track_id, search in searches.items()}
     clear = [track_id for track_id in searches if moving[track_id].any() and beats(track_id)]

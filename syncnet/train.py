@@ -275,6 +275,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     with strategy.scope():
         model = load_model(config.init_from) if config.init_from else build_model(config.preset)
+        model.calibration = None  # fitted for the initial weights, not for the ones training makes
         if config.init_from and model.preset != config.preset:
             config.preset = model.preset  # fine-tuning keeps the initial model's inputs
         freeze_layers(model, config.freeze)

@@ -146,6 +146,7 @@ def test_command_line_writes_the_calibration(real_dir, model_path, tmp_path, cap
     assert main(["calibrate", str(two), "--model", str(model_path), "-o", str(output), "--swaps", "3"]) == 0
     calibration = load_calibration(output)
     assert (calibration.num_real, calibration.num_swapped) == (2, 2)  # 3 swaps asked, 1 other clip there
+    assert calibration.chance_confidence > 0  # where the swapped pairs' best offsets land: monitor's and speakers' bar
     assert calibration.model == str(model_path)
     assert str(output) in capsys.readouterr().out
 

@@ -311,5 +311,7 @@ def test_the_chance_bar_scales_with_the_evidence():
     # a quarter of the windows needs twice the LSE-C
     assert not offset_beats_chance(just_above, CHANCE_WINDOWS // 4, calibrated=True, placeholder=1.5)[0]
     assert offset_beats_chance(2.1 * CHANCE_LSE_C, CHANCE_WINDOWS // 4, calibrated=True, placeholder=1.5)[0]
+    # a calibration's own chance bar replaces the constant
+    assert not offset_beats_chance(just_above, CHANCE_WINDOWS, calibrated=True, placeholder=1.5, chance=2 * CHANCE_LSE_C)[0]
     beats, reason = offset_beats_chance(1.0, 10, calibrated=False, placeholder=1.5)
     assert not beats and reason == "LSE-C 1.00 <= 1.5"

@@ -135,10 +135,14 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(shards, tmp_p
 
 
 def test_fine_tuning_with_frozen_convs_changes_only_the_fully_connected_layers(shards, tmp_path):
+    from expert_checks import example_calibration
+
     start = build_model("tiny")
+    start.calibration = example_calibration()  # fitted for these weights: the trained ones must not keep it
     save_model(start, tmp_path / "start.keras")
     train(config(shards, tmp_path / "run", epochs=1, init_from=str(tmp_path / "start.keras"), freeze="convs"))
     before, after = load_model(tmp_path / "start.keras"), load_model(tmp_path / "run" / "last.keras")
+    assert before.calibration is not None and after.calibration is None
     changed = {}
     for old, new in zip(before.weights, after.weights):
         layer = old.path.split("/")[-2]
