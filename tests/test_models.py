@@ -114,7 +114,7 @@ def test_bad_inputs_name_the_expected_shape(tmp_path):
         load_model(tmp_path / "missing.keras")
     not_a_model = tmp_path / "junk.keras"
     not_a_model.write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="cannot load"):
+    with pytest.raises(ValueError, match="not a Keras model file"):
         load_model(not_a_model)
 
 

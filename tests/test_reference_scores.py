@@ -3,11 +3,9 @@
 
 - tests/data/reference_scores.json: what the code gives now. A refactor must give it unchanged
   (to float rounding).
-- tests/data/reference_scores_dense_tracking.json: what the default expert of that day
-  (tests/data/paper_2026-12-01.keras and its calibration, kept for this test alone) gave before the
-  face tracker carried boxes between detections (2026-12-01: a detection near each face on every
-  frame, a whole-frame scan every 10). With that expert, the faster tracker must stay within these
-  bounds of it: the same frames, tracks
+- tests/data/reference_scores_dense_tracking.json: what it gave before the face tracker carried
+  boxes between detections (2026-12-01: a detection near each face on every frame, a whole-frame
+  scan every 10). The faster tracker must stay within these bounds of it: the same frames, tracks
   and verdicts; each track starting within a scan interval (25 frames) of where it did; and where a
   track had a clear sync peak (LSE-C >= 0.8), the same offset, LSE-D within 1 % and LSE-C within
   0.03. Tracks without a peak are flat curves whose argmin is noise: their offsets are not compared.
@@ -20,10 +18,6 @@ from reference_scores import CLIPS, REFERENCE, summary
 from shared_data import shared_clip
 
 DENSE_TRACKING = REFERENCE.with_name("reference_scores_dense_tracking.json")
-# The default expert until 2026-12-04 (when it was fine-tuned with still negatives) and its verdict:
-# the model the dense-tracking reference was scored with.
-DENSE_TRACKING_MODEL = REFERENCE.with_name("paper_2026-12-01.keras")
-DENSE_TRACKING_CALIBRATION = REFERENCE.with_name("paper_2026-12-01.calibration.json")
 CLEAR_PEAK = 0.8  # LSE-C of the shipped expert: real in-sync clips score 1-2, flat curves 0.2-0.5
 LSE_D_RELATIVE = 0.01
 LSE_C_ABSOLUTE = 0.03
@@ -32,20 +26,17 @@ START_FRAMES = 25  # faces.find_face_tracks' rescan_every
 
 @pytest.fixture(scope="module")
 def scores():
-    """Each clip's summary by the default expert."""
+    """Each clip's summary, scored once for both tests."""
     from syncnet import load_model, score_video
 
-    model = load_model()
-    return lambda pattern: summary(score_video(shared_clip(pattern), model))
+    model, scored = load_model(), {}
 
+    def score(pattern):
+        if pattern not in scored:
+            scored[pattern] = summary(score_video(shared_clip(pattern), model))
+        return scored[pattern]
 
-@pytest.fixture(scope="module")
-def dense_tracking_scores():
-    """Each clip's summary by the expert the dense-tracking reference was made with."""
-    from syncnet import load_model, score_video
-
-    model = load_model(DENSE_TRACKING_MODEL)
-    return lambda pattern: summary(score_video(shared_clip(pattern), model, calibration=DENSE_TRACKING_CALIBRATION))
+    return score
 
 
 def assert_same(got: dict, expected: dict):
@@ -68,9 +59,9 @@ def test_scores_are_unchanged(pattern, scores):
 
 
 @pytest.mark.parametrize("pattern", CLIPS)
-def test_scores_stay_near_the_dense_tracking(pattern, dense_tracking_scores):
+def test_scores_stay_near_the_dense_tracking(pattern, scores):
     expected = json.loads(DENSE_TRACKING.read_text())[pattern]
-    got = dense_tracking_scores(pattern)
+    got = scores(pattern)
     for key in ("status", "frames", "face_tracks", "in_sync"):
         assert got[key] == expected[key], key
     for track, reference in zip(got["tracks"], expected["tracks"], strict=True):
