@@ -85,15 +85,27 @@ class ConvBlock(keras.layers.Layer):
         self.bn.build(self.conv.compute_output_shape(shape))
 
     def call(self, x, training=None, batch_statistics=False):
-        out = self.conv(self.pad(x) if self.pad is not None else x)
+        padded = self.pad(x) if self.pad is not None else x
         if batch_statistics:  # PyTorch's train mode, moving statistics untouched
+            out = self.conv(padded)
             mean, variance = ops.moments(out, axes=[0, 1, 2])
             out = (out - mean) * ops.rsqrt(variance + self.epsilon) * ops.cast(self.bn.gamma, out.dtype) + ops.cast(self.bn.beta, out.dtype)
-        else:
-            out = self.bn(out, training=training)
+        elif training:
+            out = self.bn(self.conv(padded), training=True)
+        else:  # inference: BatchNorm folded into the conv - one pass over the activations, not three
+            kernel, bias = self.folded_kernel_and_bias()
+            out = ops.conv(padded, kernel, strides=self.strides, padding="valid") + bias
         if self.residual:
             out = out + x
         return ops.relu(out)
+
+    def folded_kernel_and_bias(self):
+        """The conv's kernel and bias with inference BatchNorm folded in (each output channel scaled
+        by gamma / sqrt(moving variance + eps), its moving mean and beta moved into the bias)."""
+        scale = self.bn.gamma * ops.rsqrt(self.bn.moving_variance + self.epsilon)
+        kernel = self.conv.kernel * scale
+        bias = (self.conv.bias - self.bn.moving_mean) * scale + self.bn.beta
+        return ops.cast(kernel, self.compute_dtype), ops.cast(bias, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
