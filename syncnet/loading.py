@@ -31,9 +31,10 @@ KERAS_NUMPY2_WARNING = "__array__ implementation doesn't accept a copy keyword"
 DEFAULT_MODEL = "default"
 # A member of our own in a .keras zip: how its weights are stored (float16: half the file).
 STORAGE_NOTE = "syncnet.json"
-# Loading holds the weights' float32 values about twice (the file's copy and the variables):
-# measured 3.4 GB of peak memory for LatentSync's 1.6 GB of float32 weights (bench/bench_sync_loss_families.py).
-LOAD_MEMORY_FACTOR = 2.2
+# Loading builds the variables (initialised), reads the file's copy and assigns it, casting float16:
+# LatentSync's 1.6 GB of float32 weights took 9.15 GB of peak memory over the 0.72 GB of an imported
+# syncnet (bench/bench_sync_loss_families.py --family latentsync: a fresh process's peak RSS 9.87 GB).
+LOAD_MEMORY_FACTOR = 6.0
 # Names `load_model` accepts, and what each is. The published experts (syncnet_python's, Wav2Lip's)
 # cannot ship with the package (their licences, their size): `syncnet convert-weights` makes a .keras
 # file of each from its checkpoint (docs/experts.md), which `load_model` then reads by path.
@@ -160,7 +161,7 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> "SyncNet":
 
 
 def loading_memory(path) -> int:
-    """Bytes of memory loading a .keras file takes at its peak, about: its weights as float32, twice."""
+    """Bytes of memory loading a .keras file takes at its peak, about: its weights as float32, LOAD_MEMORY_FACTOR times."""
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         if "model.weights.h5" not in names:
@@ -188,7 +189,7 @@ def available_memory() -> int | None:
 
 def check_memory(path):
     """A clear error when loading `path` needs more memory than this machine has free, instead of
-    swapping for minutes (LatentSync's 401 M-weight expert takes about 3.4 GB)."""
+    swapping for minutes (LatentSync's 401 M-weight expert takes about 9 GB)."""
     need, have = loading_memory(path), available_memory()
     if have is not None and need > have:
         raise UserError(f"{path}: loading it needs about {need / 2**30:.1f} GB of memory, this machine has {have / 2**30:.1f} GB free")
