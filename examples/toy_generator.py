@@ -11,12 +11,15 @@ games it, which is why a real training loop logs `sync_loss.report(generated, re
 """
 
 import argparse
+import os
 
-import keras
-import numpy as np
-import tensorflow as tf
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter off stderr
 
-import syncnet
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import syncnet  # noqa: E402
 
 
 def toy_generator(audio_shape, frames, height, width):
