@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from expert_checks import randomize_batchnorm
 
 from syncnet import hyperparameters as hp
 from syncnet.cli import main
@@ -105,26 +106,9 @@ def to_syncnet_python(torch, frames, mfcc):
 
 
 def randomize(torch, model):
-    """Random weights and BatchNorm statistics of a realistic scale, then eval mode.
-
-    One training-mode pass with momentum 1 makes each running statistic its batch's, so activations
-    stay O(1) through the 8 layers; then every statistic and affine parameter is jittered.
-    """
-    torch.manual_seed(0)
-    batchnorms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for bn in batchnorms:
-        bn.momentum = 1.0
+    """Random weights, random BatchNorm statistics of a realistic scale (through all 8 layers); eval mode."""
     frames, mfcc = to_syncnet_python(torch, *random_windows(seed=100, batch=4))
-    model.train()
-    with torch.no_grad():
-        torch_audio_embeddings(model, mfcc)
-        torch_lip_embeddings(model, frames)
-        for bn in batchnorms:
-            bn.running_mean += 0.1 * bn.running_mean.abs().mean() * torch.randn_like(bn.running_mean)
-            bn.running_var *= torch.empty_like(bn.running_var).uniform_(0.5, 2.0)
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.normal_(0.0, 0.1)
-    return model.eval()
+    return randomize_batchnorm(torch, model, lambda: (torch_audio_embeddings(model, mfcc), torch_lip_embeddings(model, frames)))
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from expert_checks import example_calibration, refused
+from expert_checks import example_calibration, randomize_batchnorm, refused
 
 from syncnet.cli import main
 from syncnet.convert import convert_weights
@@ -78,22 +78,8 @@ def to_wav2lip(torch, frames, mel):
 
 
 def randomize(torch, model):
-    """Random weights, BatchNorm statistics of each layer's real scale (one train-mode pass with
-    momentum 1), jittered; eval mode."""
-    torch.manual_seed(0)
-    batchnorms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for bn in batchnorms:
-        bn.momentum = 1.0
-    model.train()
-    with torch.no_grad():
-        model(*to_wav2lip(torch, *random_windows(seed=100, batch=8)))
-        for bn in batchnorms:
-            bn.momentum = 0.1
-            bn.running_mean += 0.1 * bn.running_mean.abs().mean() * torch.randn_like(bn.running_mean)
-            bn.running_var *= torch.empty_like(bn.running_var).uniform_(0.5, 2.0)
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.normal_(0.0, 0.1)
-    return model.eval()
+    """Random weights, random BatchNorm statistics of a realistic scale; eval mode."""
+    return randomize_batchnorm(torch, model, lambda: model(*to_wav2lip(torch, *random_windows(seed=100, batch=8))))
 
 
 @pytest.fixture(scope="module")
