@@ -231,17 +231,9 @@ class FrontEnd:
     def window_steps(self, window_frames: int) -> int:
         return -(-self.rate * window_frames // hp.VIDEO_FPS)
 
-    def window_start(self, frame_index, fps: float = hp.VIDEO_FPS):
-        """int(rate * frame_index / fps), for an int or an integer array of frame indices."""
-        if isinstance(frame_index, (int, np.integer)):
-            return int(self.rate * frame_index / fps)
-        return (self.rate * np.asarray(frame_index, np.float64) / fps).astype(np.int64)
-
-    def steps_for(self, num_samples: int) -> int:
-        """How many steps the front-end gives for `num_samples` samples."""
-        if self.name == "mfcc":
-            return num_mfcc_steps(num_samples)
-        return 1 + num_samples // hp.MEL_HOP
+    def window_start(self, frame_index: int, fps: float = hp.VIDEO_FPS) -> int:
+        """int(rate * frame_index / fps)."""
+        return int(self.rate * frame_index / fps)
 
 
 FRONT_ENDS = {
@@ -249,8 +241,3 @@ FRONT_ENDS = {
     "wav2lip_mel": FrontEnd("wav2lip_mel", hp.MEL_NUM_BINS, hp.MEL_RATE, lambda audio, rate: mel(audio, rate, pad_mode="reflect")),
     "latentsync_mel": FrontEnd("latentsync_mel", hp.MEL_NUM_BINS, hp.MEL_RATE, lambda audio, rate: mel(audio, rate, pad_mode="constant")),
 }
-
-
-def mfcc_window_start(frame_index):
-    """First MFCC column paired with video frame `frame_index` (25 fps frames, 100 Hz MFCC)."""
-    return frame_index * hp.MFCC_STEPS_PER_FRAME

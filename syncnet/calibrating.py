@@ -20,6 +20,7 @@ from .calibration import DEFAULT_SWAPS, SCORES, Calibration, fit_calibration, sa
 from .embedding import progress_bar
 from .errors import UserError, one_line
 from .files import check_writable
+from .offsets import offset_column
 
 # Fewer real clips than this and calibrate says its figures rest on a tiny sample: on 2-4 clips
 # ROC-AUC is 1.000 or 0.500 by the luck of a handful of pairs.
@@ -86,8 +87,7 @@ def calibration_scores(videos, model=None, *, swaps: int = DEFAULT_SWAPS, vshift
                 distances = _track_distances(clip.plans[own.track_id], audio, model.family.comparison)
                 if distances is None:
                     continue
-                column = (distances.shape[1] - 1) // 2 - int(np.clip(own.offset_frames, -own.vshift, own.vshift))
-                column = int(np.clip(column, 0, distances.shape[1] - 1))
+                column = offset_column(distances, own.offset_frames)
                 (scores.window_in_sync if step == 0 else scores.window_tampered).extend(distances[:, column])
                 (scores.speaking if step == 0 else scores.not_speaking).extend(
                     _speaking_confidence(distances, own.offset_frames, model.family.window_frames)

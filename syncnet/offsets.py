@@ -54,6 +54,12 @@ def score_windows(frame_embeddings, audio_embeddings, vshift: int, comparison: s
     return distances
 
 
+def offset_column(distances: np.ndarray, offset: int) -> int:
+    """The column of a `score_windows` table that holds `offset` (clipped to the table's search range)."""
+    vshift = (distances.shape[1] - 1) // 2
+    return vshift - int(np.clip(offset, -vshift, vshift))
+
+
 @dataclass
 class OffsetSearch:
     """What syncnet_python's evaluate() reads off the (windows, offsets) distance table."""

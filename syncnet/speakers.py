@@ -331,9 +331,10 @@ def window_confidence(distances: np.ndarray, offset: int, num_frames: int, windo
     """(num_frames,) relative confidence of a track's frames at `offset` (clipped to the distances'
     range), from its (windows, 2 vshift + 1) distances: window i lands on its middle frame
     i + window_frames // 2; frames without a window are NaN."""
-    vshift = (distances.shape[1] - 1) // 2
+    from .offsets import offset_column
+
     typical = float(np.median(distances.mean(axis=0)))  # the track's distance when out of sync
-    column = vshift - int(np.clip(offset, -vshift, vshift))
+    column = offset_column(distances, offset)
     confidence = np.full(num_frames, np.nan, np.float32)
     middle = window_frames // 2
     confidence[middle : middle + len(distances)] = (typical - distances[:, column]) / max(typical, 1e-12)

@@ -55,8 +55,8 @@ def test_mfcc_is_batched_and_runs_in_tf_function_and_tf_data():
 
 def test_window_alignment_four_mfcc_steps_per_video_frame():
     # One second of audio: 25 video frames, 100 MFCC steps; frame v pairs with [4v, 4v + 20).
-    assert audio.mfcc_window_start(0) == 0
-    assert audio.mfcc_window_start(10) == 40
+    assert audio.FRONT_ENDS["mfcc"].window_start(0) == 0
+    assert audio.FRONT_ENDS["mfcc"].window_start(10) == 40
     assert audio.num_mfcc_steps(hp.AUDIO_SAMPLE_RATE) == 99  # psf: 1 + ceil((16000 - 400) / 160)
 
 
